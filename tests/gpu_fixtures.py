@@ -1,0 +1,1 @@
+"""Fixtures for the GPU backend tests (tiny pipelines)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the S3 store tests (Ceph RADOS Gateway)."""
