@@ -1,0 +1,90 @@
+"""Redis clients from settings: TLS, unix sockets, timeouts and reconnection.
+
+Two clients share a URL: `fast` for ordinary commands (short socket timeout, so a dead
+network is noticed) and `blocking` for BLMOVE/BLMPOP/XREAD BLOCK, whose socket timeout is
+longer than the longest block so the client never cuts its own wait short.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from storyworld.config import ConfigError, Settings, mask_url
+
+__all__ = ["RedisClients", "connect", "describe_redis_error"]
+
+FAST_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RedisClients:
+    fast: redis.Redis
+    blocking: redis.Redis
+    url_for_display: str
+
+    def close(self) -> None:
+        for c in (self.fast, self.blocking):
+            try:
+                c.close()
+            except Exception:
+                pass
+
+
+def _client(url: str, socket_timeout: float, settings: Settings, name: str) -> redis.Redis:
+    kwargs: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 10.0,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), 2),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 0,
+        "client_name": name,
+        "decode_responses": False,
+    }
+    scheme = urlsplit(url).scheme
+    if scheme in ("valkey", "valkeys"):
+        url = ("rediss" if scheme == "valkeys" else "redis") + url[len(scheme):]
+        scheme = "rediss" if scheme == "valkeys" else "redis"
+    if scheme == "rediss":
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        kwargs["ssl_check_hostname"] = True
+        if settings.redis_ca_cert:
+            kwargs["ssl_ca_certs"] = settings.redis_ca_cert
+    if scheme == "unix":
+        kwargs.pop("socket_connect_timeout", None)
+    try:
+        return redis.Redis.from_url(url, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"REDIS_URL {mask_url(url)!r} is not valid: {e}") from None
+
+
+def connect(settings: Settings, url: str | None = None, role: str = "storyworld") -> RedisClients:
+    """Clients for `url` (default: REDIS_URL). No command is sent yet."""
+    url = url or settings.redis_url.get()
+    if not url:
+        raise ConfigError("REDIS_URL is not set (and the local default was not started)")
+    longest_block = max(settings.worker_idle_block_s, settings.engine_idle_block_s, 300.0)
+    return RedisClients(
+        fast=_client(url, FAST_TIMEOUT_S, settings, role),
+        blocking=_client(url, longest_block + 30.0, settings, f"{role}-wait"),
+        url_for_display=mask_url(url),
+    )
+
+
+def describe_redis_error(exc: BaseException, url_for_display: str) -> str:
+    """A one-line, secret-free explanation of a Redis failure."""
+    if isinstance(exc, redis.AuthenticationError):
+        return f"Redis at {url_for_display} refused the password (check REDIS_URL)"
+    if isinstance(exc, redis.ResponseError) and "NOAUTH" in str(exc):
+        return f"Redis at {url_for_display} needs a password (check REDIS_URL)"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        text = str(exc).split("\n")[0]
+        if "certificate" in text.lower() or "ssl" in text.lower():
+            return f"TLS to Redis at {url_for_display} failed: {text}"
+        return f"Redis unreachable at {url_for_display}"
+    return f"Redis error at {url_for_display}: {type(exc).__name__}"

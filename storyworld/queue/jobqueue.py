@@ -1,0 +1,481 @@
+"""The job protocol on Redis.
+
+Every multi-step change of a job's state is one Lua script (one round trip, atomic), so a
+crash between two commands cannot lose a job:
+
+- waiting: the list `JOB_QUEUE` (LPUSH new, oldest at the tail), plus one *wake token* per
+  waiting job on `…:wake:{backend}`; idle workers block on the token lists of the backends
+  they have, so a CPU worker never wakes for (or swallows) an SVD job.
+- in flight: `…:inflight` (lease deadline, server clock), `…:payloads`, `…:holders`,
+  `…:deliveries`. Workers renew leases with their heartbeat; the engine's tick hands out
+  again jobs whose lease ran out, or dead-letters them after `MAX_DELIVERIES`.
+- results: the list `RESULT_QUEUE`; the engine moves them to `…:processing` and removes
+  them only once they are applied to the database (reliable, effectively once).
+- events: a capped stream consoles block on, fed from inside the scripts (free of
+  client commands).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from storyworld.protocol import Job, Result
+from storyworld.queue.keys import Keys
+
+__all__ = [
+    "DeadLetter",
+    "HeartbeatReply",
+    "JobQueue",
+    "QueueStats",
+    "Reservation",
+    "TickResult",
+]
+
+_SCRIPTS = ("enqueue", "reserve", "heartbeat", "ack", "dead_letter", "tick", "requeue_dead",
+            "cancel")
+
+
+def _load_scripts() -> dict[str, str]:
+    folder = resources.files("storyworld.queue") / "lua"
+    prelude = (folder / "_prelude.lua").read_text()
+    return {name: prelude + "\n" + (folder / f"{name}.lua").read_text() for name in _SCRIPTS}
+
+
+_SOURCES = _load_scripts()
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _flatten(d: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for k, v in d.items():
+        out += [k, "" if v is None else (v if isinstance(v, str) else json.dumps(v))]
+    return out
+
+
+def _counted(items: list[str]) -> list[str]:
+    return [str(len(items)), *items]
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+@dataclass
+class Reservation:
+    raw: str
+    deliveries: int
+    tokens_left: int
+
+
+@dataclass
+class HeartbeatReply:
+    lost: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TickResult:
+    leader: bool
+    results: list[str] = field(default_factory=list)
+    started: dict[str, tuple[str, float]] = field(default_factory=dict)
+    reclaimed: list[str] = field(default_factory=list)
+    dead: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+
+
+@dataclass
+class DeadLetter:
+    job_id: str
+    reason: str
+    payload: str
+    at: float
+    worker: str
+
+
+@dataclass
+class QueueStats:
+    waiting: int
+    in_flight: int
+    dead: int
+    results_pending: int
+    workers_alive: int
+    workers_known: int
+    oldest_waiting_s: float | None
+    counters: dict[str, int]
+    paused: bool
+    engine: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "waiting": self.waiting,
+            "in_flight": self.in_flight,
+            "dead": self.dead,
+            "results_pending": self.results_pending,
+            "workers": self.workers_alive,
+            "workers_known": self.workers_known,
+            "oldest_waiting_s": self.oldest_waiting_s,
+            "counters": self.counters,
+            "paused": self.paused,
+            "engine": self.engine,
+        }
+
+
+class JobQueue:
+    """All Redis operations of engine, workers and operators, by name."""
+
+    def __init__(
+        self,
+        fast: redis.Redis,
+        blocking: redis.Redis | None = None,
+        keys: Keys | None = None,
+        *,
+        lease_s: float = 30.0,
+        heartbeat_ttl_s: float = 330.0,
+        max_deliveries: int = 3,
+        events_maxlen: int = 2000,
+        max_scan: int = 1000,
+        engine_lease_s: float = 360.0,
+    ) -> None:
+        self.r = fast
+        self.rb = blocking or fast
+        self.keys = keys or Keys()
+        self.lease_ms = int(lease_s * 1000)
+        self.hb_ttl = int(heartbeat_ttl_s)
+        self.max_deliveries = max_deliveries
+        self.events_maxlen = events_maxlen
+        self.max_scan = max_scan
+        self.engine_lease_ms = int(engine_lease_s * 1000)
+        self._scripts = {name: fast.register_script(src) for name, src in _SOURCES.items()}
+
+    @classmethod
+    def from_settings(cls, settings: Any, fast: redis.Redis, blocking: redis.Redis | None = None) -> JobQueue:
+        return cls(
+            fast, blocking, Keys.from_settings(settings),
+            lease_s=settings.lease_s, heartbeat_ttl_s=settings.heartbeat_ttl_s,
+            max_deliveries=settings.max_deliveries, events_maxlen=settings.events_maxlen,
+            engine_lease_s=settings.engine_lease_s,
+        )
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    # ---------------------------------------------------------------- engine side
+    def acquire_engine_lease(self, info: dict[str, Any], lease_s: float) -> str | None:
+        """Try to become the dispatching engine. Returns the fencing token (the lease value)
+        or None when another engine holds it."""
+        token = json.dumps({**info, "nonce": time.time_ns()}, sort_keys=True)
+        ok = self.r.set(self.keys.engine_lease, token, nx=True, px=int(lease_s * 1000))
+        return token if ok else None
+
+    def release_engine_lease(self, token: str) -> None:
+        """Give the lease up (on clean shutdown) only if we still hold it."""
+        script = (
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+            "end return 0"
+        )
+        self.r.eval(script, 1, self.keys.engine_lease, token)
+
+    def engine_holder(self) -> dict[str, Any] | None:
+        raw = self.r.get(self.keys.engine_lease)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"engine": "unknown"}
+
+    def enqueue(self, jobs: list[Job], token: str = "") -> int:
+        """Queue jobs (one round trip for the batch). Returns -1 if `token` no longer holds
+        the engine lease (another engine took over): nothing was queued."""
+        if not jobs:
+            return 0
+        args: list[Any] = [token, self.keys.wake_prefix, self.events_maxlen]
+        for job in jobs:
+            args += [job.job_id, job.backend, job.to_json()]
+        return int(self._run("enqueue", [self.keys.engine_lease, self.keys.jobs,
+                                         self.keys.events, self.keys.stats], args))
+
+    def tick(self, token: str, applied: list[str], max_results: int = 50) -> TickResult:
+        """The engine's one command per loop; see tick.lua."""
+        k = self.keys
+        reply = self._run(
+            "tick",
+            [k.engine_lease, k.results, k.results_processing, k.inflight, k.payloads, k.holders,
+             k.deliveries, k.jobs, k.dead, self.dead_new_key, k.started, k.events, k.stats,
+             k.paused],
+            [token, self.engine_lease_ms, max_results, self.max_deliveries, k.wake_prefix,
+             self.events_maxlen, *applied],
+        )
+        if int(reply[0]) != 1:
+            return TickResult(leader=False)
+        started: dict[str, tuple[str, float]] = {}
+        for job_id, value in _pairs(reply[2]).items():
+            worker, _, at = value.rpartition("|")
+            started[job_id] = (worker, float(at or 0))
+        return TickResult(
+            leader=True,
+            results=[_s(r) for r in reversed(reply[1])],
+            started=started,
+            reclaimed=[_s(x) for x in reply[3]],
+            dead=_pairs(reply[4]),
+            paused=bool(int(reply[5])),
+        )
+
+    @property
+    def dead_new_key(self) -> str:
+        return f"{self.keys.dead}:new"
+
+    def wait_result(self, timeout_s: float) -> str | None:
+        """Block until a result (or a wake-up) arrives, moving it to processing."""
+        raw = self.rb.blmove(self.keys.results, self.keys.results_processing,
+                             max(timeout_s, 0.01), "RIGHT", "LEFT")
+        return _s(raw) if raw is not None else None
+
+    def wake_engine(self, reason: str) -> None:
+        """Make a blocked engine look at the database now (new episode, retry, pause)."""
+        self.r.lpush(self.keys.results, json.dumps({"v": 1, "type": "wake", "reason": reason}))
+
+    def cancel_jobs(self, job_ids: list[str]) -> int:
+        """Withdraw waiting jobs and ask holders of in-flight ones to stop."""
+        if not job_ids:
+            return 0
+        k = self.keys
+        return int(self._run("cancel", [k.jobs, k.inflight, k.cancelled, k.events],
+                             [k.wake_prefix, self.events_maxlen, *job_ids]))
+
+    def known_job_ids(self) -> set[str]:
+        """Ids of jobs Redis knows: waiting, in flight, or with a result not yet applied.
+        Used by the engine's reconciliation at start-up."""
+        k = self.keys
+        with self.r.pipeline(transaction=False) as p:
+            p.lrange(k.jobs, 0, -1)
+            p.zrange(k.inflight, 0, -1)
+            p.lrange(k.results, 0, -1)
+            p.lrange(k.results_processing, 0, -1)
+            waiting, inflight, results, processing = p.execute()
+        ids = {_s(x) for x in inflight}
+        for raw in [*waiting, *results, *processing]:
+            try:
+                ids.add(json.loads(raw)["job_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
+
+    def add_wake_tokens(self, backend_job_ids: list[tuple[str, str]]) -> None:
+        """Re-add wake tokens (repairs a token lost with a worker between two commands)."""
+        with self.r.pipeline(transaction=False) as p:
+            for backend, job_id in backend_job_ids:
+                p.lpush(self.keys.wake(backend), job_id)
+            p.execute()
+
+    # ---------------------------------------------------------------- worker side
+    def reserve(
+        self, worker_id: str, backends: list[str], heartbeat: dict[str, Any], *,
+        vram_gb: float = 0.0, wanted: tuple[str, str] | None = None, logs: list[str] | None = None,
+    ) -> Reservation | None:
+        """Take the oldest job this worker can run (or `wanted`, the job a wake token named)."""
+        k = self.keys
+        wanted_backend, wanted_id = wanted or ("", "")
+        reply = self._run(
+            "reserve",
+            [k.jobs, k.inflight, k.payloads, k.holders, k.deliveries, k.started, k.dead,
+             self.dead_new_key, k.worker(worker_id), k.workers, k.events, k.stats,
+             k.worker_logs(worker_id)],
+            [worker_id, self.lease_ms, self.hb_ttl, k.wake_prefix, self.max_scan, vram_gb,
+             wanted_id, wanted_backend, self.events_maxlen, *_counted(backends),
+             *_counted(_flatten(heartbeat)), *_counted(logs or [])],
+        )
+        raw = _s(reply[0])
+        if not raw:
+            return None
+        return Reservation(raw=raw, deliveries=int(reply[1]), tokens_left=int(reply[2]))
+
+    def wait_for_work(
+        self, backends: list[str], timeout_s: float, heartbeat: tuple[str, dict[str, Any]] | None = None,
+    ) -> tuple[str, str] | None:
+        """Block until a wake token for one of `backends` arrives. Returns (backend, job_id)
+        of the token, or None on timeout."""
+        keys = [self.keys.wake(b) for b in backends]
+        reply = self.rb.execute_command("BLMPOP", max(timeout_s, 0.01), len(keys), *keys, "RIGHT")
+        if not reply:
+            return None
+        key, values = _s(reply[0]), reply[1]
+        return key[len(self.keys.wake_prefix):], _s(values[0])
+
+    def heartbeat(
+        self, worker_id: str, fields: dict[str, Any], job_ids: list[str], *,
+        emit_event: bool = True, logs: list[str] | None = None,
+    ) -> HeartbeatReply:
+        """Refresh the heartbeat and renew the leases of `job_ids`."""
+        k = self.keys
+        reply = self._run(
+            "heartbeat",
+            [k.worker(worker_id), k.workers, k.events, k.inflight, k.holders, k.cancelled,
+             k.worker_logs(worker_id)],
+            [worker_id, self.hb_ttl, self.lease_ms, self.events_maxlen, "1" if emit_event else "0",
+             *_counted(job_ids), *_counted(_flatten(fields)), *_counted(logs or [])],
+        )
+        return HeartbeatReply(lost=[_s(x) for x in reply[0]], cancelled=[_s(x) for x in reply[1]])
+
+    def ack(
+        self, worker_id: str, result: Result, backends: list[str], heartbeat: dict[str, Any], *,
+        logs: list[str] | None = None,
+    ) -> int:
+        """Report a job's result and release its lease. Returns wake tokens left for
+        `backends` (0: block; more: take again at once)."""
+        k = self.keys
+        event = {
+            "job_id": result.job_id, "episode_id": result.episode_id, "worker": worker_id,
+            "status": result.status.value, "backend": result.backend, "error": result.error,
+            "render_s": result.render_s,
+            "uploads": [u.model_dump() for u in result.uploads],
+        }
+        return int(self._run(
+            "ack",
+            [k.inflight, k.payloads, k.holders, k.deliveries, k.results, k.worker(worker_id),
+             k.workers, k.events, k.stats, k.worker_logs(worker_id), k.cancelled],
+            [worker_id, result.job_id, result.to_json(), result.status.value, self.hb_ttl,
+             self.events_maxlen, json.dumps(event), k.wake_prefix, *_counted(backends),
+             *_counted(_flatten(heartbeat)), *_counted(logs or [])],
+        ))
+
+    def dead_letter(self, job_id: str, worker_id: str, reason: str, payload: str) -> None:
+        """Move a held job that can never run (malformed) to dead letters."""
+        k = self.keys
+        self._run("dead_letter",
+                  [k.inflight, k.payloads, k.holders, k.deliveries, k.dead, self.dead_new_key,
+                   k.events, k.stats],
+                  [job_id, worker_id, reason, payload, self.events_maxlen])
+
+    def forget_worker(self, worker_id: str) -> None:
+        """A worker leaving cleanly removes its heartbeat at once."""
+        with self.r.pipeline(transaction=False) as p:
+            p.delete(self.keys.worker(worker_id))
+            p.zrem(self.keys.workers, worker_id)
+            p.xadd(self.keys.events, {"type": "worker_gone", "data": json.dumps({"id": worker_id})},
+                   maxlen=self.events_maxlen, approximate=True)
+            p.execute()
+
+    # ---------------------------------------------------------------- operators
+    def stats(self) -> QueueStats:
+        """Queue depths, workers and counters in one round trip."""
+        k = self.keys
+        with self.r.pipeline(transaction=False) as p:
+            p.llen(k.jobs)
+            p.zcard(k.inflight)
+            p.llen(k.dead)
+            p.llen(k.results)
+            p.zrange(k.workers, 0, -1)
+            p.lindex(k.jobs, -1)
+            p.hgetall(k.stats)
+            p.exists(k.paused)
+            p.get(k.engine_lease)
+            waiting, inflight, dead, results, workers, oldest, counters, paused, lease = p.execute()
+        alive = 0
+        if workers:
+            with self.r.pipeline(transaction=False) as p:
+                for w in workers:
+                    p.exists(k.worker(_s(w)))
+                alive = sum(int(x) for x in p.execute())
+        oldest_s = None
+        if oldest:
+            try:
+                oldest_s = max(0.0, time.time() - float(json.loads(oldest)["enqueued_at"]))
+            except (ValueError, KeyError, TypeError):
+                oldest_s = None
+        engine = None
+        if lease:
+            try:
+                engine = {k2: v for k2, v in json.loads(lease).items() if k2 != "nonce"}
+            except ValueError:
+                engine = {"engine": "unknown"}
+        return QueueStats(
+            waiting=int(waiting), in_flight=int(inflight), dead=int(dead),
+            results_pending=int(results), workers_alive=alive, workers_known=len(workers),
+            oldest_waiting_s=oldest_s,
+            counters={_s(a): int(b) for a, b in counters.items()},
+            paused=bool(paused), engine=engine,
+        )
+
+    def workers(self) -> list[dict[str, str]]:
+        """Heartbeats of known workers; a worker whose heartbeat expired has state 'gone'."""
+        k = self.keys
+        ids = [(_s(w), float(s)) for w, s in self.r.zrange(k.workers, 0, -1, withscores=True)]
+        if not ids:
+            return []
+        with self.r.pipeline(transaction=False) as p:
+            for w, _ in ids:
+                p.hgetall(k.worker(w))
+            beats = p.execute()
+        out = []
+        for (w, last), hb in zip(ids, beats, strict=True):
+            row = {_s(a): _s(b) for a, b in hb.items()} if hb else {"id": w, "state": "gone"}
+            row.setdefault("id", w)
+            row.setdefault("seen", str(int(last * 1000)))
+            out.append(row)
+        return out
+
+    def prune_workers(self, older_than_s: float = 86400.0) -> int:
+        """Forget workers not seen for a day."""
+        return int(self.r.zremrangebyscore(self.keys.workers, "-inf", time.time() - older_than_s))
+
+    def worker_logs(self, worker_id: str, last: int = 200) -> list[str]:
+        return [_s(x) for x in self.r.lrange(self.keys.worker_logs(worker_id), -last, -1)]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        out = []
+        for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
+            try:
+                d = json.loads(raw)
+                out.append(DeadLetter(job_id=d.get("job_id") or "", reason=d.get("reason", ""),
+                                      payload=d.get("payload", ""), at=float(d.get("at", 0)),
+                                      worker=d.get("worker") or ""))
+            except (ValueError, TypeError):
+                out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, ""))
+        return out
+
+    def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
+        """Put dead letters back at the front of the queue. Returns (requeued, refused ids)."""
+        k = self.keys
+        moved, _, refused = self._run("requeue_dead", [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+                                      ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])])
+        return int(moved), [_s(x) for x in refused]
+
+    def drop_dead(self, job_ids: list[str] | None = None) -> int:
+        k = self.keys
+        _, dropped, _ = self._run("requeue_dead", [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+                                  ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])])
+        return int(dropped)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused:
+            self.r.set(self.keys.paused, "1")
+        else:
+            self.r.delete(self.keys.paused)
+        self.wake_engine("paused" if paused else "resumed")
+
+    def read_events(self, last_id: str, block_ms: int | None, count: int = 200) -> list[tuple[str, str, dict]]:
+        """Events after `last_id` ('$' for new ones only), blocking up to `block_ms`."""
+        client = self.rb if block_ms else self.r
+        reply = client.xread({self.keys.events: last_id}, count=count, block=block_ms)
+        out = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                f = {_s(a): _s(b) for a, b in fields.items()}
+                try:
+                    data = json.loads(f.get("data", "{}"))
+                except ValueError:
+                    data = {}
+                out.append((_s(entry_id), f.get("type", ""), data))
+        return out

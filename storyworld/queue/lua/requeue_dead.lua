@@ -1,0 +1,35 @@
+-- Operator: move dead letters back to the front of the waiting list (or drop them).
+-- KEYS: dead, jobs, deliveries, events, stats
+-- ARGV: mode ('requeue' | 'drop'), wake_prefix, events_maxlen, [job ids] (none = all)
+local selected = {}
+local all = #ARGV <= 3
+for i = 4, #ARGV do selected[ARGV[i]] = true end
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local moved, dropped, refused = 0, 0, {}
+for i = #entries, 1, -1 do
+  local entry = entries[i]
+  local ok, dl = pcall(cjson.decode, entry)
+  local id = (ok and type(dl) == 'table' and type(dl.job_id) == 'string') and dl.job_id or ''
+  if all or selected[id] then
+    if ARGV[1] == 'drop' then
+      redis.call('LREM', KEYS[1], 1, entry)
+      dropped = dropped + 1
+    else
+      local okj, job = false, nil
+      if ok and type(dl.payload) == 'string' then okj, job = pcall(cjson.decode, dl.payload) end
+      if okj and type(job) == 'table' and type(job.job_id) == 'string' and type(job.backend) == 'string' then
+        redis.call('LREM', KEYS[1], 1, entry)
+        redis.call('HDEL', KEYS[3], job.job_id)
+        redis.call('RPUSH', KEYS[2], dl.payload)
+        redis.call('LPUSH', ARGV[2] .. job.backend, job.job_id)
+        moved = moved + 1
+      else
+        refused[#refused + 1] = id
+      end
+    end
+  end
+end
+if moved + dropped > 0 then
+  event(KEYS[4], ARGV[3], 'dead_changed', cjson.encode({requeued = moved, dropped = dropped}))
+end
+return {moved, dropped, refused}
