@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from storyworld.storage.base import (
     ArtifactStore,
+    ProgressCallback,
     StorageError,
     StoredObject,
     content_type_for,
@@ -20,6 +22,22 @@ from storyworld.storage.base import (
 __all__ = ["LocalStore"]
 
 _META_SUFFIX = ".meta.json"
+_CHUNK = 1 << 20
+
+
+def _copy_hashing(
+    src: BinaryIO, out: BinaryIO, progress: ProgressCallback | None = None
+) -> tuple[str, int]:
+    """Copy `src` to `out` in one pass; the SHA-256 and size of exactly what was written."""
+    h = hashlib.sha256()
+    size = 0
+    while block := src.read(_CHUNK):
+        out.write(block)
+        h.update(block)
+        size += len(block)
+        if progress:
+            progress(size)
+    return h.hexdigest(), size
 
 
 class LocalStore(ArtifactStore):
@@ -41,18 +59,20 @@ class LocalStore(ArtifactStore):
 
     def put_file(
         self, key: str, path: str | Path, *, content_type: str | None = None,
-        metadata: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
     ) -> StoredObject:
+        """Copy `path` to a temporary file beside the destination, then rename it (and
+        its sidecar, first) into place. The checksum is of the bytes actually written,
+        so a source changing under us cannot produce a mismatched record. `progress`, if
+        given, is called with the bytes copied so far."""
         start = time.perf_counter()
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         content_type = content_type or content_type_for(key)
-        digest = sha256_file(path)
-        size = os.path.getsize(path)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+                digest, size = _copy_hashing(src, out, progress)
                 out.flush()
                 os.fsync(out.fileno())
             meta = {
@@ -63,6 +83,8 @@ class LocalStore(ArtifactStore):
             }
             meta_tmp = Path(tmp + _META_SUFFIX)
             meta_tmp.write_text(json.dumps(meta))
+            # Sidecar first: a crash between the two renames leaves a sidecar without an
+            # object (head() says absent), never an object without its checksum.
             os.replace(meta_tmp, str(dest) + _META_SUFFIX)
             os.replace(tmp, dest)
         except BaseException:
@@ -95,17 +117,30 @@ class LocalStore(ArtifactStore):
         )
 
     def get_file(self, key: str, dest: str | Path, *, verify: bool = True) -> StoredObject:
+        """Copy the object to `dest` through a temporary file; with `verify`, a checksum
+        mismatch raises StorageError and leaves `dest` untouched."""
         start = time.perf_counter()
         info = self.head(key)
         if info is None:
             raise StorageError(f"artifact {key!r} not found in {self.root}")
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._path(key), dest)
-        if verify:
-            got = sha256_file(dest)
-            if got != info.sha256:
-                raise StorageError(f"artifact {key!r} is corrupt: checksum mismatch")
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(self._path(key), "rb") as src:
+                got, _ = _copy_hashing(src, out)
+            if verify and got != info.sha256:
+                raise StorageError(
+                    f"artifact {key!r} is corrupt: checksum mismatch "
+                    f"(stored {info.sha256[:12]}…, read {got[:12]}…)"
+                )
+            os.replace(tmp, dest)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
         return StoredObject(
             key=key, size=info.size, sha256=info.sha256, content_type=info.content_type,
             seconds=time.perf_counter() - start, metadata=info.metadata,
