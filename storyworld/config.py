@@ -310,8 +310,7 @@ def load_settings(
         url = redis_url.get()
         if not url.startswith(("redis://", "rediss://", "unix://", "valkey://", "valkeys://")):
             raise ConfigError(
-                "REDIS_URL must start with redis://, rediss:// or unix:// "
-                f"(got {mask_url(url)!r})"
+                f"REDIS_URL must start with redis://, rediss:// or unix:// (got {mask_url(url)!r})"
             )
         try:
             pw = urlsplit(url).password

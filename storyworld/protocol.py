@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "KNOWN_BACKENDS",
     "SCHEMA_VERSION",
     "ArtifactRef",
     "ErrorKind",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+#: Every backend a job may name. Workers advertise the subset they can run.
+KNOWN_BACKENDS = ("animatic", "animatediff", "svd", "veo")
 
 
 class ProtocolError(ValueError):
@@ -164,7 +168,9 @@ def _parse(raw: str | bytes, model: type[_Message], kind: str) -> Any:
     if not isinstance(v, int) or v < 1:
         raise ProtocolError(f"{kind} has no schema version 'v'")
     if v > SCHEMA_VERSION:
-        raise ProtocolError(f"{kind} schema version {v} is newer than this program's ({SCHEMA_VERSION})")
+        raise ProtocolError(
+            f"{kind} schema version {v} is newer than this program's ({SCHEMA_VERSION})"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -36,11 +36,15 @@ class RedisClients:
                 pass
 
 
-def _client(url: str, socket_timeout: float, settings: Settings, name: str) -> redis.Redis:
+def _client(
+    url: str, socket_timeout: float, settings: Settings, name: str, retries: int = 2
+) -> redis.Redis:
     kwargs: dict = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 10.0,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), 2),
+        # The blocking client does not retry by itself: its callers loop anyway, and a
+        # stop must be able to interrupt a wait by closing the connection.
+        "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.1), retries),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "health_check_interval": 0,
         "client_name": name,
@@ -48,7 +52,7 @@ def _client(url: str, socket_timeout: float, settings: Settings, name: str) -> r
     }
     scheme = urlsplit(url).scheme
     if scheme in ("valkey", "valkeys"):
-        url = ("rediss" if scheme == "valkeys" else "redis") + url[len(scheme):]
+        url = ("rediss" if scheme == "valkeys" else "redis") + url[len(scheme) :]
         scheme = "rediss" if scheme == "valkeys" else "redis"
     if scheme == "rediss":
         kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
@@ -71,7 +75,7 @@ def connect(settings: Settings, url: str | None = None, role: str = "storyworld"
     longest_block = max(settings.worker_idle_block_s, settings.engine_idle_block_s, 300.0)
     return RedisClients(
         fast=_client(url, FAST_TIMEOUT_S, settings, role),
-        blocking=_client(url, longest_block + 30.0, settings, f"{role}-wait"),
+        blocking=_client(url, longest_block + 30.0, settings, f"{role}-wait", retries=0),
         url_for_display=mask_url(url),
     )
 

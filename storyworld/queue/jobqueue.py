@@ -37,8 +37,17 @@ __all__ = [
     "TickResult",
 ]
 
-_SCRIPTS = ("enqueue", "reserve", "heartbeat", "ack", "dead_letter", "tick", "requeue_dead",
-            "cancel")
+_SCRIPTS = (
+    "enqueue",
+    "reserve",
+    "heartbeat",
+    "ack",
+    "dead_letter",
+    "tick",
+    "requeue_dead",
+    "cancel",
+    "release",
+)
 
 
 def _load_scripts() -> dict[str, str]:
@@ -159,11 +168,17 @@ class JobQueue:
         self._scripts = {name: fast.register_script(src) for name, src in _SOURCES.items()}
 
     @classmethod
-    def from_settings(cls, settings: Any, fast: redis.Redis, blocking: redis.Redis | None = None) -> JobQueue:
+    def from_settings(
+        cls, settings: Any, fast: redis.Redis, blocking: redis.Redis | None = None
+    ) -> JobQueue:
         return cls(
-            fast, blocking, Keys.from_settings(settings),
-            lease_s=settings.lease_s, heartbeat_ttl_s=settings.heartbeat_ttl_s,
-            max_deliveries=settings.max_deliveries, events_maxlen=settings.events_maxlen,
+            fast,
+            blocking,
+            Keys.from_settings(settings),
+            lease_s=settings.lease_s,
+            heartbeat_ttl_s=settings.heartbeat_ttl_s,
+            max_deliveries=settings.max_deliveries,
+            events_maxlen=settings.events_maxlen,
             engine_lease_s=settings.engine_lease_s,
         )
 
@@ -203,19 +218,44 @@ class JobQueue:
         args: list[Any] = [token, self.keys.wake_prefix, self.events_maxlen]
         for job in jobs:
             args += [job.job_id, job.backend, job.to_json()]
-        return int(self._run("enqueue", [self.keys.engine_lease, self.keys.jobs,
-                                         self.keys.events, self.keys.stats], args))
+        return int(
+            self._run(
+                "enqueue",
+                [self.keys.engine_lease, self.keys.jobs, self.keys.events, self.keys.stats],
+                args,
+            )
+        )
 
     def tick(self, token: str, applied: list[str], max_results: int = 50) -> TickResult:
         """The engine's one command per loop; see tick.lua."""
         k = self.keys
         reply = self._run(
             "tick",
-            [k.engine_lease, k.results, k.results_processing, k.inflight, k.payloads, k.holders,
-             k.deliveries, k.jobs, k.dead, self.dead_new_key, k.started, k.events, k.stats,
-             k.paused],
-            [token, self.engine_lease_ms, max_results, self.max_deliveries, k.wake_prefix,
-             self.events_maxlen, *applied],
+            [
+                k.engine_lease,
+                k.results,
+                k.results_processing,
+                k.inflight,
+                k.payloads,
+                k.holders,
+                k.deliveries,
+                k.jobs,
+                k.dead,
+                self.dead_new_key,
+                k.started,
+                k.events,
+                k.stats,
+                k.paused,
+            ],
+            [
+                token,
+                self.engine_lease_ms,
+                max_results,
+                self.max_deliveries,
+                k.wake_prefix,
+                self.events_maxlen,
+                *applied,
+            ],
         )
         if int(reply[0]) != 1:
             return TickResult(leader=False)
@@ -238,8 +278,9 @@ class JobQueue:
 
     def wait_result(self, timeout_s: float) -> str | None:
         """Block until a result (or a wake-up) arrives, moving it to processing."""
-        raw = self.rb.blmove(self.keys.results, self.keys.results_processing,
-                             max(timeout_s, 0.01), "RIGHT", "LEFT")
+        raw = self.rb.blmove(
+            self.keys.results, self.keys.results_processing, max(timeout_s, 0.01), "RIGHT", "LEFT"
+        )
         return _s(raw) if raw is not None else None
 
     def wake_engine(self, reason: str) -> None:
@@ -251,8 +292,13 @@ class JobQueue:
         if not job_ids:
             return 0
         k = self.keys
-        return int(self._run("cancel", [k.jobs, k.inflight, k.cancelled, k.events],
-                             [k.wake_prefix, self.events_maxlen, *job_ids]))
+        return int(
+            self._run(
+                "cancel",
+                [k.jobs, k.inflight, k.cancelled, k.events],
+                [k.wake_prefix, self.events_maxlen, *job_ids],
+            )
+        )
 
     def known_job_ids(self) -> set[str]:
         """Ids of jobs Redis knows: waiting, in flight, or with a result not yet applied.
@@ -281,20 +327,49 @@ class JobQueue:
 
     # ---------------------------------------------------------------- worker side
     def reserve(
-        self, worker_id: str, backends: list[str], heartbeat: dict[str, Any], *,
-        vram_gb: float = 0.0, wanted: tuple[str, str] | None = None, logs: list[str] | None = None,
+        self,
+        worker_id: str,
+        backends: list[str],
+        heartbeat: dict[str, Any],
+        *,
+        vram_gb: float = 0.0,
+        wanted: tuple[str, str] | None = None,
+        logs: list[str] | None = None,
     ) -> Reservation | None:
         """Take the oldest job this worker can run (or `wanted`, the job a wake token named)."""
         k = self.keys
         wanted_backend, wanted_id = wanted or ("", "")
         reply = self._run(
             "reserve",
-            [k.jobs, k.inflight, k.payloads, k.holders, k.deliveries, k.started, k.dead,
-             self.dead_new_key, k.worker(worker_id), k.workers, k.events, k.stats,
-             k.worker_logs(worker_id)],
-            [worker_id, self.lease_ms, self.hb_ttl, k.wake_prefix, self.max_scan, vram_gb,
-             wanted_id, wanted_backend, self.events_maxlen, *_counted(backends),
-             *_counted(_flatten(heartbeat)), *_counted(logs or [])],
+            [
+                k.jobs,
+                k.inflight,
+                k.payloads,
+                k.holders,
+                k.deliveries,
+                k.started,
+                k.dead,
+                self.dead_new_key,
+                k.worker(worker_id),
+                k.workers,
+                k.events,
+                k.stats,
+                k.worker_logs(worker_id),
+            ],
+            [
+                worker_id,
+                self.lease_ms,
+                self.hb_ttl,
+                k.wake_prefix,
+                self.max_scan,
+                vram_gb,
+                wanted_id,
+                wanted_backend,
+                self.events_maxlen,
+                *_counted(backends),
+                *_counted(_flatten(heartbeat)),
+                *_counted(logs or []),
+            ],
         )
         raw = _s(reply[0])
         if not raw:
@@ -302,7 +377,10 @@ class JobQueue:
         return Reservation(raw=raw, deliveries=int(reply[1]), tokens_left=int(reply[2]))
 
     def wait_for_work(
-        self, backends: list[str], timeout_s: float, heartbeat: tuple[str, dict[str, Any]] | None = None,
+        self,
+        backends: list[str],
+        timeout_s: float,
+        heartbeat: tuple[str, dict[str, Any]] | None = None,
     ) -> tuple[str, str] | None:
         """Block until a wake token for one of `backends` arrives. Returns (backend, job_id)
         of the token, or None on timeout."""
@@ -311,60 +389,141 @@ class JobQueue:
         if not reply:
             return None
         key, values = _s(reply[0]), reply[1]
-        return key[len(self.keys.wake_prefix):], _s(values[0])
+        return key[len(self.keys.wake_prefix) :], _s(values[0])
 
     def heartbeat(
-        self, worker_id: str, fields: dict[str, Any], job_ids: list[str], *,
-        emit_event: bool = True, logs: list[str] | None = None,
+        self,
+        worker_id: str,
+        fields: dict[str, Any],
+        job_ids: list[str],
+        *,
+        emit_event: bool = True,
+        logs: list[str] | None = None,
     ) -> HeartbeatReply:
         """Refresh the heartbeat and renew the leases of `job_ids`."""
         k = self.keys
         reply = self._run(
             "heartbeat",
-            [k.worker(worker_id), k.workers, k.events, k.inflight, k.holders, k.cancelled,
-             k.worker_logs(worker_id)],
-            [worker_id, self.hb_ttl, self.lease_ms, self.events_maxlen, "1" if emit_event else "0",
-             *_counted(job_ids), *_counted(_flatten(fields)), *_counted(logs or [])],
+            [
+                k.worker(worker_id),
+                k.workers,
+                k.events,
+                k.inflight,
+                k.holders,
+                k.cancelled,
+                k.worker_logs(worker_id),
+            ],
+            [
+                worker_id,
+                self.hb_ttl,
+                self.lease_ms,
+                self.events_maxlen,
+                "1" if emit_event else "0",
+                *_counted(job_ids),
+                *_counted(_flatten(fields)),
+                *_counted(logs or []),
+            ],
         )
         return HeartbeatReply(lost=[_s(x) for x in reply[0]], cancelled=[_s(x) for x in reply[1]])
 
     def ack(
-        self, worker_id: str, result: Result, backends: list[str], heartbeat: dict[str, Any], *,
+        self,
+        worker_id: str,
+        result: Result,
+        backends: list[str],
+        heartbeat: dict[str, Any],
+        *,
         logs: list[str] | None = None,
     ) -> int:
         """Report a job's result and release its lease. Returns wake tokens left for
         `backends` (0: block; more: take again at once)."""
         k = self.keys
         event = {
-            "job_id": result.job_id, "episode_id": result.episode_id, "worker": worker_id,
-            "status": result.status.value, "backend": result.backend, "error": result.error,
+            "job_id": result.job_id,
+            "episode_id": result.episode_id,
+            "worker": worker_id,
+            "status": result.status.value,
+            "backend": result.backend,
+            "error": result.error,
             "render_s": result.render_s,
             "uploads": [u.model_dump() for u in result.uploads],
         }
-        return int(self._run(
-            "ack",
-            [k.inflight, k.payloads, k.holders, k.deliveries, k.results, k.worker(worker_id),
-             k.workers, k.events, k.stats, k.worker_logs(worker_id), k.cancelled],
-            [worker_id, result.job_id, result.to_json(), result.status.value, self.hb_ttl,
-             self.events_maxlen, json.dumps(event), k.wake_prefix, *_counted(backends),
-             *_counted(_flatten(heartbeat)), *_counted(logs or [])],
-        ))
+        return int(
+            self._run(
+                "ack",
+                [
+                    k.inflight,
+                    k.payloads,
+                    k.holders,
+                    k.deliveries,
+                    k.results,
+                    k.worker(worker_id),
+                    k.workers,
+                    k.events,
+                    k.stats,
+                    k.worker_logs(worker_id),
+                    k.cancelled,
+                ],
+                [
+                    worker_id,
+                    result.job_id,
+                    result.to_json(),
+                    result.status.value,
+                    self.hb_ttl,
+                    self.events_maxlen,
+                    json.dumps(event),
+                    k.wake_prefix,
+                    *_counted(backends),
+                    *_counted(_flatten(heartbeat)),
+                    *_counted(logs or []),
+                ],
+            )
+        )
 
     def dead_letter(self, job_id: str, worker_id: str, reason: str, payload: str) -> None:
         """Move a held job that can never run (malformed) to dead letters."""
         k = self.keys
-        self._run("dead_letter",
-                  [k.inflight, k.payloads, k.holders, k.deliveries, k.dead, self.dead_new_key,
-                   k.events, k.stats],
-                  [job_id, worker_id, reason, payload, self.events_maxlen])
+        self._run(
+            "dead_letter",
+            [
+                k.inflight,
+                k.payloads,
+                k.holders,
+                k.deliveries,
+                k.dead,
+                self.dead_new_key,
+                k.events,
+                k.stats,
+            ],
+            [job_id, worker_id, reason, payload, self.events_maxlen],
+        )
+
+    def release(self, job_id: str, worker_id: str, backend: str) -> bool:
+        """Hand a held job back to the front of the queue (worker shutting down)."""
+        k = self.keys
+        return bool(
+            self._run(
+                "release",
+                [k.inflight, k.payloads, k.holders, k.deliveries, k.jobs, k.events],
+                [job_id, worker_id, k.wake_prefix, backend, self.events_maxlen],
+            )
+        )
+
+    def return_token(self, backend: str, job_id: str) -> None:
+        """Put back a wake token taken just before deciding to stop."""
+        self.r.rpush(self.keys.wake(backend), job_id)
 
     def forget_worker(self, worker_id: str) -> None:
         """A worker leaving cleanly removes its heartbeat at once."""
         with self.r.pipeline(transaction=False) as p:
             p.delete(self.keys.worker(worker_id))
             p.zrem(self.keys.workers, worker_id)
-            p.xadd(self.keys.events, {"type": "worker_gone", "data": json.dumps({"id": worker_id})},
-                   maxlen=self.events_maxlen, approximate=True)
+            p.xadd(
+                self.keys.events,
+                {"type": "worker_gone", "data": json.dumps({"id": worker_id})},
+                maxlen=self.events_maxlen,
+                approximate=True,
+            )
             p.execute()
 
     # ---------------------------------------------------------------- operators
@@ -401,11 +560,16 @@ class JobQueue:
             except ValueError:
                 engine = {"engine": "unknown"}
         return QueueStats(
-            waiting=int(waiting), in_flight=int(inflight), dead=int(dead),
-            results_pending=int(results), workers_alive=alive, workers_known=len(workers),
+            waiting=int(waiting),
+            in_flight=int(inflight),
+            dead=int(dead),
+            results_pending=int(results),
+            workers_alive=alive,
+            workers_known=len(workers),
             oldest_waiting_s=oldest_s,
             counters={_s(a): int(b) for a, b in counters.items()},
-            paused=bool(paused), engine=engine,
+            paused=bool(paused),
+            engine=engine,
         )
 
     def workers(self) -> list[dict[str, str]]:
@@ -438,9 +602,15 @@ class JobQueue:
         for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
             try:
                 d = json.loads(raw)
-                out.append(DeadLetter(job_id=d.get("job_id") or "", reason=d.get("reason", ""),
-                                      payload=d.get("payload", ""), at=float(d.get("at", 0)),
-                                      worker=d.get("worker") or ""))
+                out.append(
+                    DeadLetter(
+                        job_id=d.get("job_id") or "",
+                        reason=d.get("reason", ""),
+                        payload=d.get("payload", ""),
+                        at=float(d.get("at", 0)),
+                        worker=d.get("worker") or "",
+                    )
+                )
             except (ValueError, TypeError):
                 out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, ""))
         return out
@@ -448,14 +618,20 @@ class JobQueue:
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused ids)."""
         k = self.keys
-        moved, _, refused = self._run("requeue_dead", [k.dead, k.jobs, k.deliveries, k.events, k.stats],
-                                      ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])])
+        moved, _, refused = self._run(
+            "requeue_dead",
+            [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+            ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
+        )
         return int(moved), [_s(x) for x in refused]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
-        _, dropped, _ = self._run("requeue_dead", [k.dead, k.jobs, k.deliveries, k.events, k.stats],
-                                  ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])])
+        _, dropped, _ = self._run(
+            "requeue_dead",
+            [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+            ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
+        )
         return int(dropped)
 
     def set_paused(self, paused: bool) -> None:
@@ -465,7 +641,9 @@ class JobQueue:
             self.r.delete(self.keys.paused)
         self.wake_engine("paused" if paused else "resumed")
 
-    def read_events(self, last_id: str, block_ms: int | None, count: int = 200) -> list[tuple[str, str, dict]]:
+    def read_events(
+        self, last_id: str, block_ms: int | None, count: int = 200
+    ) -> list[tuple[str, str, dict]]:
         """Events after `last_id` ('$' for new ones only), blocking up to `block_ms`."""
         client = self.rb if block_ms else self.r
         reply = client.xread({self.keys.events: last_id}, count=count, block=block_ms)

@@ -95,7 +95,11 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def put_file(
-        self, key: str, path: str | Path, *, content_type: str | None = None,
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        content_type: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> StoredObject:
         """Store a local file under `key` atomically: readers see all of it or nothing."""

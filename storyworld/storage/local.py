@@ -58,8 +58,13 @@ class LocalStore(ArtifactStore):
         return path
 
     def put_file(
-        self, key: str, path: str | Path, *, content_type: str | None = None,
-        metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> StoredObject:
         """Copy `path` to a temporary file beside the destination, then rename it (and
         its sidecar, first) into place. The checksum is of the bytes actually written,
@@ -95,8 +100,12 @@ class LocalStore(ArtifactStore):
                     pass
             raise
         return StoredObject(
-            key=key, size=size, sha256=digest, content_type=content_type,
-            seconds=time.perf_counter() - start, metadata=dict(metadata or {}),
+            key=key,
+            size=size,
+            sha256=digest,
+            content_type=content_type,
+            seconds=time.perf_counter() - start,
+            metadata=dict(metadata or {}),
         )
 
     def head(self, key: str) -> StoredObject | None:
@@ -142,8 +151,12 @@ class LocalStore(ArtifactStore):
                 pass
             raise
         return StoredObject(
-            key=key, size=info.size, sha256=info.sha256, content_type=info.content_type,
-            seconds=time.perf_counter() - start, metadata=info.metadata,
+            key=key,
+            size=info.size,
+            sha256=info.sha256,
+            content_type=info.content_type,
+            seconds=time.perf_counter() - start,
+            metadata=info.metadata,
         )
 
     def delete(self, key: str) -> None:

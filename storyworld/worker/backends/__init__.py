@@ -6,6 +6,7 @@ import importlib
 import logging
 
 from storyworld.config import Settings
+from storyworld.protocol import KNOWN_BACKENDS as PROTOCOL_BACKENDS
 from storyworld.worker.backends.base import BackendUnavailable, RenderBackend
 
 log = logging.getLogger(__name__)
@@ -19,15 +20,14 @@ REGISTRY: dict[str, str] = {
 }
 
 KNOWN_BACKENDS = tuple(REGISTRY)
+assert set(KNOWN_BACKENDS) == set(PROTOCOL_BACKENDS)
 
 
 def backend_class(name: str) -> type[RenderBackend]:
     """The backend class for `name`; BackendUnavailable says why it cannot be loaded."""
     target = REGISTRY.get(name)
     if target is None:
-        raise BackendUnavailable(
-            f"unknown backend {name!r} (known: {', '.join(KNOWN_BACKENDS)})"
-        )
+        raise BackendUnavailable(f"unknown backend {name!r} (known: {', '.join(KNOWN_BACKENDS)})")
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -39,7 +39,9 @@ def backend_class(name: str) -> type[RenderBackend]:
     return getattr(module, cls_name)
 
 
-def available_backends(settings: Settings, wanted: list[str] | None = None) -> dict[str, str | None]:
+def available_backends(
+    settings: Settings, wanted: list[str] | None = None
+) -> dict[str, str | None]:
     """For each wanted backend (default: all known), None if it can run here or the reason
     it cannot. A worker advertises only the ones with None."""
     out: dict[str, str | None] = {}

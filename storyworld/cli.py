@@ -1,0 +1,583 @@
+"""`storyworld`: render scripts, manage episodes, run the engine, inspect the queue.
+
+Every command that prints data has `--json`; the shapes are documented in docs/json.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import select
+
+from storyworld.config import ConfigError, Settings, load_settings, redact
+from storyworld.engine import services
+from storyworld.engine.models import Episode, EpisodeState
+from storyworld.engine.orchestrator import Orchestrator
+from storyworld.engine.planner import ScriptError, plan_file
+from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.protocol import KNOWN_BACKENDS
+from storyworld.queue import describe_redis_error
+from storyworld.storage import LocalStore, StorageError
+
+__all__ = ["main"]
+
+log = logging.getLogger("storyworld")
+
+EXAMPLE = Path(__file__).parent / "examples" / "lighthouse.txt"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed without a traceback, exit code 2."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(env_file=getattr(args, "env_file", ".env"))
+    if getattr(args, "home", None):
+        settings = settings.with_overrides(home=Path(args.home).expanduser())
+    return settings
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _setup_logging(verbose: bool) -> None:
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for noisy in ("botocore", "urllib3", "httpx", "httpcore", "boto3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- render
+def _episode_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "backend": args.backend,
+        "size": args.size,
+        "fps": args.fps,
+        "steps": args.steps,
+        "seed": args.seed,
+    }
+
+
+def _script_key(text: str, opts: dict[str, Any]) -> str:
+    blob = json.dumps({"script": text, **opts}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _find_resumable(rt: Runtime, key: str) -> Episode | None:
+    with rt.sessions() as s:
+        for ep in s.scalars(select(Episode).order_by(Episode.created_at.desc())):
+            if (ep.options or {}).get("script_key") == key and ep.state != EpisodeState.CANCELLED:
+                return ep
+    return None
+
+
+class ProgressView:
+    """Per-beat progress bars on a terminal; one line per change otherwise."""
+
+    BAR = 20
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.drawn = 0
+        self.last: dict[int, str] = {}
+
+    def _bar(self, frac: float) -> str:
+        n = round(frac * self.BAR)
+        return "█" * n + "░" * (self.BAR - n)
+
+    def show(self, detail: dict[str, Any], progress: dict[int, float]) -> None:
+        lines = []
+        for b in detail["beats"]:
+            frac = 1.0 if b["state"] == "done" else progress.get(b["index"], 0.0)
+            if b["state"] in ("pending", "queued"):
+                frac = 0.0
+            tail = f" {b['error'][:60]}" if b["state"] == "failed" and b["error"] else ""
+            lines.append(
+                f"  beat {b['index'] + 1:>3} {self._bar(frac)} {b['state']:<9}"
+                f" {b['duration_s']:>4g}s{tail}"
+            )
+        head = (
+            f"{detail['title']} [{detail['state']}] {detail['beats_done']}/"
+            f"{detail['beats_total']} beats"
+        )
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for line in [head, *lines]:
+                self.stream.write("\x1b[2K" + line + "\n")
+            self.drawn = len(lines) + 1
+            self.stream.flush()
+            return
+        for b in detail["beats"]:
+            if self.last.get(b["index"]) != b["state"]:
+                self.last[b["index"]] = b["state"]
+                self.stream.write(f"beat {b['index'] + 1}: {b['state']}\n")
+        if self.last.get(-1) != detail["state"]:
+            self.last[-1] = detail["state"]
+            self.stream.write(f"episode {detail['id']}: {detail['state']}\n")
+        self.stream.flush()
+
+
+def _beat_progress(rt: Runtime, episode_id: str) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for w in rt.queue.workers():
+        if w.get("episode") == episode_id and w.get("beat") and w.get("progress"):
+            try:
+                out[int(w["beat"])] = float(w["progress"])
+            except ValueError:
+                continue
+    return out
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    script_path = Path(args.script)
+    plan = plan_file(
+        script_path,
+        default_beat_s=settings.default_beat_seconds,
+        max_beat_s=settings.max_beat_seconds,
+    )
+    text = script_path.read_text(encoding="utf-8-sig")
+    backend = services.check_backend(args.backend or settings.default_backend)
+    size = services.parse_size(args.size) if args.size else None
+    opts = _episode_options(args)
+    opts["backend"] = backend
+    key = _script_key(text, opts)
+    local = settings.local_mode and not settings.redis_url
+    workers = args.workers if args.workers is not None else (2 if local else 0)
+    from storyworld.localfleet import LocalFleet
+
+    rt = open_runtime(settings, role="storyworld-render")
+    fleet = None
+    stop = threading.Event()
+    engine_thread = None
+    orch = None
+    interrupted = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        stop.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        rt.store.check()
+        existing = None if args.new else _find_resumable(rt, key)
+        if existing is not None and existing.state == EpisodeState.COMPLETED:
+            print(
+                f"already rendered as episode {existing.id} (use --new to render again)",
+                file=sys.stderr,
+            )
+            print(_output_location(rt, existing.output_key or ""))
+            return 0
+        if existing is not None:
+            episode_id = existing.id
+            if existing.state == EpisodeState.FAILED:
+                services.retry_episode(rt, episode_id)
+            print(f"resuming episode {episode_id}", file=sys.stderr)
+        else:
+            detail = services.create_episode(
+                rt,
+                plan,
+                script=text,
+                title=args.title,
+                backend=backend,
+                size=size,
+                fps=args.fps,
+                steps=args.steps,
+                seed=args.seed,
+                options={"script_key": key},
+                wake=False,
+            )
+            episode_id = detail["id"]
+            print(
+                f"episode {episode_id}: {len(plan.beats)} beats, "
+                f"{plan.total_seconds:g}s on {backend}",
+                file=sys.stderr,
+            )
+        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
+        engine_thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
+        engine_thread.start()
+        if workers:
+            fleet = LocalFleet(settings, rt.redis_url, rt.store, [backend], workers)
+            fleet.start()
+        view = ProgressView()
+        last_progress = 0.0
+        progress: dict[int, float] = {}
+        poll = 1.0 if local else 5.0
+        while not stop.is_set():
+            detail = services.episode_detail(rt, episode_id)
+            if time.monotonic() - last_progress >= poll:
+                try:
+                    progress = _beat_progress(rt, episode_id)
+                except redis.RedisError:
+                    progress = {}
+                last_progress = time.monotonic()
+            view.show(detail, progress)
+            if detail["state"] == EpisodeState.COMPLETED:
+                print(_output_location(rt, detail["output_key"]))
+                return 0
+            if detail["state"] in (EpisodeState.FAILED, EpisodeState.CANCELLED):
+                print(
+                    f"storyworld: episode {episode_id} {detail['state']}: {detail['error']}",
+                    file=sys.stderr,
+                )
+                return 1
+            if fleet is not None and workers and fleet.alive() == 0:
+                print(
+                    f"storyworld: every local worker exited; see {fleet.log_dir}", file=sys.stderr
+                )
+                return 1
+            stop.wait(0.25)
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        stop.set()
+        if fleet is not None:
+            fleet.stop()
+        if orch is not None:
+            orch.stop()
+            try:
+                rt.queue.wake_engine("stopping")
+            except redis.RedisError:
+                pass
+        if engine_thread is not None:
+            engine_thread.join(timeout=30)
+        rt.close()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if interrupted:
+            pass
+
+
+def _output_location(rt: Runtime, key: str) -> str:
+    if isinstance(rt.store, LocalStore):
+        return str(rt.store.local_path(key))
+    return rt.store.url_for(key, rt.settings.s3_presign_expiry_s)
+
+
+# --------------------------------------------------------------------------- episodes
+def _with_runtime(args: argparse.Namespace, role: str = "storyworld-cli") -> Runtime:
+    return open_runtime(_settings(args), role=role)
+
+
+def cmd_episode_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    plan = plan_file(
+        args.script,
+        default_beat_s=settings.default_beat_seconds,
+        max_beat_s=settings.max_beat_seconds,
+    )
+    text = Path(args.script).read_text(encoding="utf-8-sig")
+    size = services.parse_size(args.size) if args.size else None
+    with open_runtime(settings, role="storyworld-cli") as rt:
+        detail = services.create_episode(
+            rt,
+            plan,
+            script=text,
+            title=args.title,
+            backend=args.backend,
+            size=size,
+            fps=args.fps,
+            steps=args.steps,
+            seed=args.seed,
+        )
+    if args.json:
+        _print_json(detail)
+    else:
+        print(
+            f"created episode {detail['id']} ({detail['beats_total']} beats, "
+            f"{detail['backend']}): {detail['title']}"
+        )
+    return 0
+
+
+def cmd_episode_list(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        eps = services.list_episodes(rt, args.limit)
+    if args.json:
+        _print_json(eps)
+        return 0
+    if not eps:
+        print("no episodes")
+    for e in eps:
+        print(
+            f"{e['id']}  {e['state']:<10} {e['beats_done']:>3}/{e['beats_total']:<3} "
+            f"{e['backend']:<11} {e['title']}"
+        )
+    return 0
+
+
+def cmd_episode_show(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.episode_detail(rt, args.id)
+    if args.json:
+        _print_json(d)
+        return 0
+    print(
+        f"{d['title']}  ({d['id']})\nstate {d['state']}, {d['beats_done']}/{d['beats_total']} "
+        f"beats, {d['size']} @ {d['fps']} fps, backend {d['backend']}"
+    )
+    if d["error"]:
+        print(f"error: {d['error']}")
+    if d["output_key"]:
+        print(f"episode: {d['output_key']}")
+    for b in d["beats"]:
+        print(
+            f"  {b['index'] + 1:>3} {b['state']:<9} attempts {b['attempts']} "
+            f"{b['duration_s']:g}s  {b['text'][:60]}"
+        )
+        if b["error"]:
+            print(f"      last error: {b['error']}")
+    return 0
+
+
+def cmd_episode_retry(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        beat = args.beat - 1 if args.beat is not None else None
+        d = services.retry_episode(rt, args.id, beat)
+    print(f"episode {d['id']}: {d['state']}")
+    return 0
+
+
+def cmd_episode_cancel(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.cancel_episode(rt, args.id)
+    print(f"episode {d['id']}: {d['state']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- engine & queue
+def cmd_engine(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.getLogger().setLevel(logging.INFO)
+    with open_runtime(settings, role="storyworld-engine") as rt:
+        rt.store.check()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
+
+        def interrupt_on_stop() -> None:
+            stop.wait()
+            try:
+                rt.queue.wake_engine("stopping")
+            except redis.RedisError:
+                pass
+
+        threading.Thread(target=interrupt_on_stop, daemon=True).start()
+        orch.run(stop)
+    return 0
+
+
+def cmd_queue_stats(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        st = services.queue_stats(rt)
+    if args.json:
+        _print_json(st)
+        return 0
+    age = st["oldest_waiting_s"]
+    print(
+        f"waiting {st['waiting']}  in flight {st['in_flight']}  dead {st['dead']}  "
+        f"results pending {st['results_pending']}  workers {st['workers']}"
+    )
+    if age is not None:
+        print(f"oldest waiting job: {age:.0f} s")
+    eng = st["engine"]
+    print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
+    return 0
+
+
+def cmd_queue_dead(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        dead = services.dead_letters(rt, args.limit)
+    if args.json:
+        _print_json(dead)
+        return 0
+    if not dead:
+        print("no dead letters")
+    for d in dead:
+        print(f"{d['job_id'] or '(unreadable)'}  {d['reason']}")
+    return 0
+
+
+def cmd_queue_requeue(args: argparse.Namespace) -> int:
+    if not args.job_ids and not args.all:
+        raise CliError("name job ids to requeue, or --all")
+    with _with_runtime(args) as rt:
+        out = services.requeue_dead(rt, None if args.all else args.job_ids)
+    print(
+        f"requeued {out['requeued']}"
+        + (
+            f"; cannot requeue {', '.join(x or '(unreadable)' for x in out['refused'])}"
+            if out["refused"]
+            else ""
+        )
+    )
+    return 0
+
+
+def cmd_queue_drop(args: argparse.Namespace) -> int:
+    if not args.job_ids and not args.all:
+        raise CliError("name job ids to drop, or --all")
+    with _with_runtime(args) as rt:
+        out = services.drop_dead(rt, None if args.all else args.job_ids)
+    print(f"dropped {out['dropped']}")
+    return 0
+
+
+def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:
+    with _with_runtime(args) as rt:
+        services.set_paused(rt, paused)
+    print("dispatch paused" if paused else "dispatch resumed")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    _print_json(_settings(args).describe())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, rest: list[str]) -> int:
+    from storyworld.worker.cli import main as worker_main
+
+    return worker_main(rest)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from storyworld.api.server import serve
+    except ImportError as e:
+        raise CliError(f"the HTTP API needs {e.name}: pip install 'storyworld[api]'") from None
+    return serve(_settings(args), host=args.host, port=args.port, run_engine=not args.no_engine)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
+    p.add_argument("--home", help="data directory of the local default (STORYWORLD_HOME)")
+    p.add_argument("--env-file", default=".env", help="settings file (default .env)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def episode_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--title")
+        sp.add_argument("--backend", choices=KNOWN_BACKENDS)
+        sp.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x288")
+        sp.add_argument("--fps", type=int)
+        sp.add_argument("--steps", type=int, help="diffusion steps")
+        sp.add_argument("--seed", type=int)
+
+    r = sub.add_parser("render", help="render a script to an episode and wait for it")
+    r.add_argument("script", help="plain text or .fountain script")
+    episode_opts(r)
+    r.add_argument("--workers", type=int, help="local worker processes (local default: 2)")
+    r.add_argument("--new", action="store_true", help="render again even if already rendered")
+    r.set_defaults(func=cmd_render)
+
+    ep = sub.add_parser("episode", help="create, list, show, retry, cancel episodes")
+    eps = ep.add_subparsers(dest="episode_command", required=True)
+    c = eps.add_parser("create", help="plan a script into an episode for the engine")
+    c.add_argument("script")
+    episode_opts(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_episode_create)
+    ls = eps.add_parser("list")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_episode_list)
+    sh = eps.add_parser("show")
+    sh.add_argument("id")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_episode_show)
+    rt = eps.add_parser("retry", help="render failed beats again (or one beat)")
+    rt.add_argument("id")
+    rt.add_argument("--beat", type=int, help="beat number (1-based)")
+    rt.set_defaults(func=cmd_episode_retry)
+    cn = eps.add_parser("cancel")
+    cn.add_argument("id")
+    cn.set_defaults(func=cmd_episode_cancel)
+
+    e = sub.add_parser("engine", help="run the decision loop (headless)")
+    e.set_defaults(func=cmd_engine)
+
+    q = sub.add_parser("queue", help="queue depths, dead letters, pause")
+    qs = q.add_subparsers(dest="queue_command", required=True)
+    st = qs.add_parser("stats")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_queue_stats)
+    dd = qs.add_parser("dead")
+    dd.add_argument("--limit", type=int, default=100)
+    dd.add_argument("--json", action="store_true")
+    dd.set_defaults(func=cmd_queue_dead)
+    rq = qs.add_parser("requeue", help="send dead letters again")
+    rq.add_argument("job_ids", nargs="*")
+    rq.add_argument("--all", action="store_true")
+    rq.set_defaults(func=cmd_queue_requeue)
+    dr = qs.add_parser("drop", help="discard dead letters")
+    dr.add_argument("job_ids", nargs="*")
+    dr.add_argument("--all", action="store_true")
+    dr.set_defaults(func=cmd_queue_drop)
+    pa = qs.add_parser("pause", help="stop dispatching new jobs")
+    pa.set_defaults(func=lambda a: cmd_queue_pause(a, True))
+    re_ = qs.add_parser("resume")
+    re_.set_defaults(func=lambda a: cmd_queue_pause(a, False))
+
+    w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
+    w.set_defaults(func=None)
+
+    cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
+    cf.set_defaults(func=cmd_config)
+
+    sv = sub.add_parser("serve", help="run the HTTP API (and the engine)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
+    sv.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        from storyworld.worker.cli import main as worker_main
+
+        return worker_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ScriptError, CliError, services.NotFound) as e:
+        print(f"storyworld: {redact(str(e))}", file=sys.stderr)
+        return 2
+    except StorageError as e:
+        print(f"storyworld: storage: {redact(str(e))}", file=sys.stderr)
+        return 2
+    except redis.RedisError as e:
+        print(f"storyworld: {describe_redis_error(e, 'the configured REDIS_URL')}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

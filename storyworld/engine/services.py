@@ -1,0 +1,404 @@
+"""Operations on episodes and the queue, for the CLI, the console and the HTTP API.
+
+Every function takes a `Runtime` and returns plain data (dicts and lists of JSON types), the
+documented `--json` shapes of the CLI (see docs/json.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from storyworld.config import ConfigError
+from storyworld.engine.models import (
+    Artifact,
+    Beat,
+    BeatState,
+    Episode,
+    EpisodeState,
+    JobRow,
+    JobState,
+    Transition,
+    Upload,
+    transition,
+)
+from storyworld.engine.planner import ScriptPlan, plan_script
+from storyworld.engine.runtime import Runtime
+from storyworld.protocol import KNOWN_BACKENDS
+
+__all__ = [
+    "NotFound",
+    "cancel_episode",
+    "create_episode",
+    "dead_letters",
+    "drop_dead",
+    "episode_detail",
+    "list_episodes",
+    "parse_size",
+    "plan_text",
+    "queue_stats",
+    "recent_uploads",
+    "requeue_dead",
+    "retry_episode",
+    "set_paused",
+]
+
+
+class NotFound(LookupError):
+    pass
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512x288' -> (512, 288)."""
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"size must look like 512x288, not {text!r}") from None
+    if not (16 <= w <= 4096 and 16 <= h <= 4096):
+        raise ConfigError(f"size {text} is out of range (16 to 4096 pixels a side)")
+    return w, h
+
+
+def check_backend(name: str) -> str:
+    if name not in KNOWN_BACKENDS:
+        raise ConfigError(f"unknown backend {name!r} (choose from {', '.join(KNOWN_BACKENDS)})")
+    return name
+
+
+def plan_text(rt: Runtime, text: str, fmt: str | None = None, source: str = "") -> ScriptPlan:
+    s = rt.settings
+    return plan_script(
+        text,
+        fmt=fmt,
+        default_beat_s=s.default_beat_seconds,
+        max_beat_s=s.max_beat_seconds,
+        source=source,
+    )
+
+
+def create_episode(
+    rt: Runtime,
+    plan: ScriptPlan,
+    *,
+    script: str,
+    title: str | None = None,
+    backend: str | None = None,
+    size: tuple[int, int] | None = None,
+    fps: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    wake: bool = True,
+) -> dict[str, Any]:
+    """Record a planned episode (state `planned`); the engine dispatches it."""
+    s = rt.settings
+    backend = check_backend(backend or s.default_backend)
+    width, height = size or (s.default_width, s.default_height)
+    fps = fps or s.default_fps
+    if not 1 <= fps <= 120:
+        raise ConfigError(f"fps must be between 1 and 120, not {fps}")
+    if steps is not None and not 1 <= steps <= 500:
+        raise ConfigError(f"steps must be between 1 and 500, not {steps}")
+    with rt.sessions.begin() as session:
+        ep = Episode(
+            title=(title or plan.title or "Untitled episode")[:300],
+            script=script,
+            script_format=plan.format,
+            backend=backend,
+            width=width,
+            height=height,
+            fps=fps,
+            steps=steps,
+            seed=seed,
+            options=dict(options or {}),
+            state=EpisodeState.PLANNED,
+        )
+        session.add(ep)
+        session.flush()
+        for b in plan.beats:
+            session.add(
+                Beat(
+                    episode_id=ep.id,
+                    index=b.index,
+                    text=b.text,
+                    scene=b.scene,
+                    captions=list(b.captions),
+                    duration_s=b.duration_s,
+                    backend=backend,
+                    state=BeatState.PENDING,
+                )
+            )
+        session.add(
+            Transition(
+                entity="episode",
+                entity_id=ep.id,
+                from_state="",
+                to_state=EpisodeState.PLANNED,
+                reason=f"created with {len(plan.beats)} beats",
+            )
+        )
+        episode_id = ep.id
+    if wake:
+        rt.queue.wake_engine("episode created")
+    return episode_detail(rt, episode_id)
+
+
+def _summary(ep: Episode, done: int, total: int, failed: int) -> dict[str, Any]:
+    end = ep.finished_at or time.time()
+    return {
+        "id": ep.id,
+        "title": ep.title,
+        "state": ep.state,
+        "backend": ep.backend,
+        "beats_done": done,
+        "beats_total": total,
+        "beats_failed": failed,
+        "created_at": ep.created_at,
+        "started_at": ep.started_at,
+        "finished_at": ep.finished_at,
+        "elapsed_s": round(end - ep.started_at, 3) if ep.started_at else None,
+        "error": ep.error,
+        "output_key": ep.output_key,
+        "size": f"{ep.width}x{ep.height}",
+        "fps": ep.fps,
+        "steps": ep.steps,
+        "seed": ep.seed,
+    }
+
+
+def list_episodes(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
+    """Newest first, with progress."""
+    with rt.sessions() as s:
+        eps = s.scalars(select(Episode).order_by(Episode.created_at.desc()).limit(limit)).all()
+        counts: dict[str, dict[str, int]] = {}
+        if eps:
+            rows = s.execute(
+                select(Beat.episode_id, Beat.state, func.count())
+                .where(Beat.episode_id.in_([e.id for e in eps]))
+                .group_by(Beat.episode_id, Beat.state)
+            )
+            for ep_id, state, n in rows:
+                counts.setdefault(ep_id, {})[state] = n
+        out = []
+        for ep in eps:
+            c = counts.get(ep.id, {})
+            out.append(
+                _summary(ep, c.get(BeatState.DONE, 0), sum(c.values()), c.get(BeatState.FAILED, 0))
+            )
+        return out
+
+
+def _get_episode(s: Any, episode_id: str) -> Episode:
+    ep = s.get(Episode, episode_id)
+    if ep is None:
+        matches = s.scalars(select(Episode).where(Episode.id.startswith(episode_id))).all()
+        if len(matches) == 1:
+            return matches[0]
+        raise NotFound(f"no episode {episode_id!r}")
+    return ep
+
+
+def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
+    """An episode with its beats, every attempt, artifacts and history."""
+    with rt.sessions() as s:
+        ep = _get_episode(s, episode_id)
+        beats = []
+        for b in ep.beats:
+            jobs = [
+                {
+                    "job_id": j.id,
+                    "attempt": j.attempt,
+                    "backend": j.backend,
+                    "state": j.state,
+                    "worker": j.worker_id,
+                    "error": j.error,
+                    "error_kind": j.error_kind,
+                    "queued_at": j.queued_at,
+                    "started_at": j.started_at,
+                    "finished_at": j.finished_at,
+                    "render_s": j.render_s,
+                    "model_info": j.model_info or {},
+                }
+                for j in b.jobs
+            ]
+            last = b.jobs[-1] if b.jobs else None
+            beats.append(
+                {
+                    "index": b.index,
+                    "id": b.id,
+                    "state": b.state,
+                    "text": b.text,
+                    "scene": b.scene,
+                    "captions": list(b.captions or []),
+                    "duration_s": b.duration_s,
+                    "backend": b.backend,
+                    "attempts": b.attempts,
+                    "error": b.error,
+                    "clip_key": b.clip_key,
+                    "worker": last.worker_id if last else None,
+                    "render_s": last.render_s if last else None,
+                    "jobs": jobs,
+                }
+            )
+        artifacts = [
+            {
+                "kind": a.kind,
+                "key": a.key,
+                "size": a.size,
+                "sha256": a.sha256,
+                "content_type": a.content_type,
+                "beat_id": a.beat_id,
+                "job_id": a.job_id,
+            }
+            for a in s.scalars(
+                select(Artifact).where(Artifact.episode_id == ep.id).order_by(Artifact.id)
+            )
+        ]
+        history = [
+            {
+                "entity": t.entity,
+                "id": t.entity_id,
+                "from": t.from_state,
+                "to": t.to_state,
+                "reason": t.reason,
+                "at": t.at,
+            }
+            for t in s.scalars(
+                select(Transition)
+                .where(Transition.entity_id.in_([ep.id, *[b["id"] for b in beats]]))
+                .order_by(Transition.id)
+            )
+        ]
+        done = sum(1 for b in beats if b["state"] == BeatState.DONE)
+        failed = sum(1 for b in beats if b["state"] == BeatState.FAILED)
+        out = _summary(ep, done, len(beats), failed)
+        out.update(
+            {
+                "beats": beats,
+                "artifacts": artifacts,
+                "history": history,
+                "script_format": ep.script_format,
+                "options": ep.options or {},
+            }
+        )
+        return out
+
+
+def retry_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict[str, Any]:
+    """Render failed or cancelled beats again (or beat `beat`, whatever its state). The
+    retry limit starts afresh."""
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        targets = [
+            b
+            for b in ep.beats
+            if (beat is None and b.state in (BeatState.FAILED, BeatState.CANCELLED))
+            or b.index == beat
+        ]
+        if beat is not None and not targets:
+            raise NotFound(f"episode {ep.id} has no beat {beat}")
+        if (
+            beat is None
+            and not targets
+            and ep.state not in (EpisodeState.FAILED, EpisodeState.CANCELLED)
+        ):
+            raise ConfigError(f"episode {ep.id} has no failed or cancelled beats to retry")
+        for b in targets:
+            if b.state in (BeatState.QUEUED, BeatState.RENDERING):
+                raise ConfigError(f"beat {b.index} is {b.state}; wait for it or cancel first")
+            b.retry_offset = b.attempts
+            b.not_before = 0.0
+            b.error = None
+            transition(s, b, BeatState.PENDING, "retry requested by the operator")
+        if ep.state != EpisodeState.RENDERING and ep.state != EpisodeState.PLANNED:
+            ep.error = None
+            ep.finished_at = None
+            transition(s, ep, EpisodeState.RENDERING, "retry requested by the operator")
+        episode_id = ep.id
+    rt.queue.wake_engine("retry")
+    return episode_detail(rt, episode_id)
+
+
+def cancel_episode(rt: Runtime, episode_id: str) -> dict[str, Any]:
+    """Stop an episode: waiting jobs are withdrawn, workers holding its jobs stop."""
+    job_ids: list[str] = []
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        if ep.state in (EpisodeState.COMPLETED, EpisodeState.CANCELLED):
+            raise ConfigError(f"episode {ep.id} is already {ep.state}")
+        for b in ep.beats:
+            for j in b.jobs:
+                if j.state in (JobState.QUEUED, JobState.RENDERING):
+                    job_ids.append(j.id)
+                    transition(s, j, JobState.CANCELLED, "episode cancelled by the operator")
+            if b.state != BeatState.DONE and b.state != BeatState.CANCELLED:
+                transition(s, b, BeatState.CANCELLED, "episode cancelled by the operator")
+        ep.finished_at = time.time()
+        transition(s, ep, EpisodeState.CANCELLED, "cancelled by the operator")
+        episode_id = ep.id
+    rt.queue.cancel_jobs(job_ids)
+    return episode_detail(rt, episode_id)
+
+
+def queue_stats(rt: Runtime) -> dict[str, Any]:
+    st = rt.queue.stats().as_dict()
+    st["queue"] = rt.settings.job_queue
+    return st
+
+
+def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": d.job_id,
+            "reason": d.reason,
+            "payload": d.payload,
+            "at": d.at,
+            "worker": d.worker,
+        }
+        for d in rt.queue.dead_letters(limit)
+    ]
+
+
+def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
+    """Send dead letters again. The engine accepts their results even if it had failed the
+    beat, and the episode resumes."""
+    moved, refused = rt.queue.requeue_dead(job_ids or None)
+    if moved:
+        with rt.sessions.begin() as s:
+            for job in s.scalars(select(JobRow).where(JobRow.state == JobState.DEAD)):
+                if job_ids and job.id not in job_ids:
+                    continue
+                transition(s, job, JobState.QUEUED, "dead letter requeued by the operator")
+        rt.queue.wake_engine("dead letters requeued")
+    return {"requeued": moved, "refused": refused}
+
+
+def drop_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
+    return {"dropped": rt.queue.drop_dead(job_ids or None)}
+
+
+def set_paused(rt: Runtime, paused: bool) -> None:
+    rt.queue.set_paused(paused)
+
+
+def recent_uploads(rt: Runtime, limit: int = 50) -> list[dict[str, Any]]:
+    with rt.sessions() as s:
+        return [
+            {
+                "key": u.key,
+                "size": u.size,
+                "seconds": u.seconds,
+                "bytes_per_s": u.bytes_per_s,
+                "worker": u.worker_id,
+                "episode_id": u.episode_id,
+                "beat_index": u.beat_index,
+                "at": u.at,
+            }
+            for u in s.scalars(select(Upload).order_by(Upload.at.desc()).limit(limit))
+        ]
+
+
+def artifact_url(rt: Runtime, key: str, expires_s: int | None = None) -> str:
+    return rt.store.url_for(key, expires_s or rt.settings.s3_presign_expiry_s)

@@ -1,0 +1,64 @@
+"""Turn a backend's output into the stored files of one attempt: clip.mp4 (exactly the
+beat's frame count at the job's size and fps), keyframe.png and settings.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from storyworld.media import conform_frames, encode_frames, probe_fps, read_frames
+from storyworld.protocol import Job
+from storyworld.worker.backends.base import RenderOutput
+
+__all__ = ["EncodedClip", "encode_output"]
+
+
+@dataclass
+class EncodedClip:
+    clip: Path
+    keyframe: Path
+    settings: Path
+    frames: int
+
+
+def encode_output(job: Job, out: RenderOutput, workdir: Path) -> EncodedClip:
+    spec = job.spec
+    n = spec.frame_count
+    clip = workdir / "clip.mp4"
+    if out.frames is not None:
+        frames = conform_frames(iter(out.frames), out.fps, spec.fps, n)
+    elif out.video_path is not None:
+        frames = conform_frames(read_frames(out.video_path), probe_fps(out.video_path), spec.fps, n)
+    else:
+        raise ValueError("the backend returned neither frames nor a video")
+    written = encode_frames(frames, clip, fps=spec.fps, width=spec.width, height=spec.height)
+    keyframe = workdir / "keyframe.png"
+    key_img = out.keyframe
+    if key_img is None:
+        key_img = _middle_frame(clip, written)
+    key_img.convert("RGB").save(keyframe, format="PNG")
+    settings = workdir / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "job_id": job.job_id,
+                "backend": job.backend,
+                "attempt": job.attempt,
+                "spec": json.loads(spec.model_dump_json()),
+                "model": out.model_info,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )
+    return EncodedClip(clip=clip, keyframe=keyframe, settings=settings, frames=written)
+
+
+def _middle_frame(clip: Path, count: int):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    for i, arr in enumerate(read_frames(clip)):
+        if i >= count // 2:
+            return Image.fromarray(arr)
+    raise ValueError("empty clip")

@@ -1,0 +1,624 @@
+"""The worker: fetch, render, encode, upload, report — top to bottom.
+
+Three threads:
+- the main loop takes a job (a reserve script, or a blocking wait on the wake tokens of its
+  backends when there is nothing to take), renders it and hands the encoded clip to
+- the uploader, which stores the files and acknowledges the job, so job N uploads while
+  job N+1 renders;
+- the keeper, which renews the leases of held jobs with the heartbeat (every
+  LEASE_RENEW_SECONDS while busy, every WORKER_IDLE_BLOCK_SECONDS while idle) and learns
+  which jobs were cancelled or reclaimed.
+
+Redis going away makes every thread wait and retry with backoff; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import queue as stdqueue
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from storyworld import __version__
+from storyworld.config import Settings, redact
+from storyworld.protocol import (
+    ArtifactRef,
+    ErrorKind,
+    Job,
+    ProtocolError,
+    Result,
+    ResultStatus,
+    UploadEvent,
+    parse_job,
+)
+from storyworld.queue import JobQueue, Reservation
+from storyworld.storage import (
+    ArtifactStore,
+    StorageError,
+    clip_key,
+    keyframe_key,
+    settings_key,
+)
+from storyworld.worker.backends.base import (
+    PermanentRenderError,
+    RenderBackend,
+    RenderCancelled,
+    RenderContext,
+    TransientRenderError,
+)
+from storyworld.worker.encode import EncodedClip, encode_output
+from storyworld.worker.gpu import gpu_status, vram_gb
+
+__all__ = ["LogBuffer", "Worker"]
+
+log = logging.getLogger("storyworld.worker")
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class LogBuffer(logging.Handler):
+    """Keeps the newest log lines; the worker publishes them through Redis along with
+    commands it sends anyway (at most once per WORKER_LOG_LINES_INTERVAL_SECONDS)."""
+
+    def __init__(self, interval_s: float, maxlen: int = 200) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=maxlen)
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._lock2 = threading.Lock()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = redact(self.format(record))
+        except Exception:
+            return
+        with self._lock2:
+            self.lines.append(line[:500])
+
+    def take(self, force: bool = False) -> list[str]:
+        now = time.monotonic()
+        with self._lock2:
+            if not self.lines or (not force and now - self._last < self.interval_s):
+                return []
+            self._last = now
+            out = list(self.lines)
+            self.lines.clear()
+            return out
+
+
+@dataclass
+class HeldJob:
+    job: Job
+    raw: str
+    deliveries: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    step: int = 0
+    steps: int = 0
+    stage: str = "rendering"
+    lost: bool = False
+    cancelled: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    def set_progress(self, step: int, total: int) -> None:
+        self.step, self.steps = step, total
+
+
+class Worker:
+    """One worker loop. `run()` returns when stopped, idle for too long, or done with
+    `max_jobs`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        store: ArtifactStore,
+        backends: dict[str, RenderBackend],
+        *,
+        worker_id: str | None = None,
+        idle_exit_s: float | None = None,
+        max_jobs: int | None = None,
+        logs: LogBuffer | None = None,
+        interrupt_wait: Callable[[], None] | None = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a worker needs at least one backend")
+        self.settings = settings
+        self.queue = queue
+        self.store = store
+        self.backends = backends
+        self.backend_names = sorted(backends)
+        host = socket.gethostname()
+        self.host = os.environ.get("RUNPOD_POD_ID") or host
+        self.id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.idle_exit_s = settings.worker_idle_exit_s if idle_exit_s is None else idle_exit_s
+        self.max_jobs = max_jobs
+        self.logs = logs
+        self.interrupt_wait = interrupt_wait or (lambda: None)
+        self.stopping = threading.Event()
+        self.held: dict[str, HeldJob] = {}
+        self._lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+        self.started_at = time.time()
+        self.vram = vram_gb()
+        self._tokens_left = 1  # look once at start-up: also announces the worker
+        self._uploads: stdqueue.Queue[tuple[HeldJob, EncodedClip, dict[str, Any]] | None] = (
+            stdqueue.Queue(maxsize=1)
+        )
+        self._last_hb = 0.0
+        self._hb_wake = threading.Event()
+        self._exit_reason = ""
+        self._keeper_done = False
+
+    # --------------------------------------------------------------- heartbeat
+    def heartbeat_fields(self) -> dict[str, Any]:
+        with self._lock:
+            held = list(self.held.values())
+        current = next((h for h in held if h.stage == "rendering"), held[0] if held else None)
+        gpu = gpu_status()
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "host": self.host,
+            "pid": str(os.getpid()),
+            "backends": ",".join(self.backend_names),
+            "version": __version__,
+            "started_at": f"{self.started_at:.3f}",
+            "done": str(self.done),
+            "failed": str(self.failed),
+            "gpu": json.dumps(gpu) if gpu else "",
+            "state": "draining" if self.stopping.is_set() else ("busy" if held else "idle"),
+            "job": current.job.job_id if current else "",
+            "episode": current.job.episode_id if current else "",
+            "beat": str(current.job.beat_index) if current else "",
+            "stage": current.stage if current else "",
+            "progress": f"{current.step / current.steps:.3f}" if current and current.steps else "",
+        }
+        return fields
+
+    def _take_logs(self, force: bool = False) -> list[str]:
+        return self.logs.take(force) if self.logs else []
+
+    def _send_heartbeat(self) -> None:
+        with self._lock:
+            ids = list(self.held)
+        reply = self.queue.heartbeat(self.id, self.heartbeat_fields(), ids, logs=self._take_logs())
+        self._last_hb = time.monotonic()
+        with self._lock:
+            for job_id in reply.lost:
+                h = self.held.get(job_id)
+                if h is not None and not h.lost:
+                    log.warning(
+                        "lost the lease of %s (handed to another worker); stopping it", job_id
+                    )
+                    h.lost = True
+                    h.cancel.set()
+            for job_id in reply.cancelled:
+                h = self.held.get(job_id)
+                if h is not None and not h.cancelled:
+                    log.info("job %s was cancelled; stopping it", job_id)
+                    h.cancelled = True
+                    h.cancel.set()
+
+    def _keeper(self) -> None:
+        delay = 1.0
+        last_progress: dict[str, int] = {}
+        while True:
+            self._hb_wake.wait(1.0)
+            self._hb_wake.clear()
+            with self._lock:
+                held = list(self.held.values())
+            if not held and self._keeper_done:
+                return
+            now = time.monotonic()
+            since = now - self._last_hb
+            progressed = any(last_progress.get(h.job.job_id) != h.step for h in held)
+            due = (
+                (held and since >= self.settings.lease_renew_s)
+                or (held and progressed and since >= self.settings.progress_interval_s)
+                or (not held and since >= self.settings.worker_idle_block_s)
+            )
+            if not due:
+                continue
+            try:
+                self._send_heartbeat()
+                last_progress = {h.job.job_id: h.step for h in held}
+                delay = 1.0
+            except REDIS_ERRORS as e:
+                log.warning("heartbeat failed (%s); retrying in %.0f s", type(e).__name__, delay)
+                self._hb_wake.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    # --------------------------------------------------------------- main loop
+    def run(self) -> str:
+        """Work until stopped. Returns why it stopped."""
+        log.info(
+            "worker %s starting: backends %s, store %s",
+            self.id,
+            ",".join(self.backend_names),
+            self.store.describe(),
+        )
+        keeper = threading.Thread(target=self._keeper, name="keeper", daemon=True)
+        uploader = threading.Thread(target=self._uploader, name="uploader", daemon=True)
+        keeper.start()
+        uploader.start()
+        idle_since = time.monotonic()
+        delay = 1.0
+        try:
+            while not self.stopping.is_set():
+                if self.max_jobs is not None and self.done + self.failed >= self.max_jobs:
+                    self._exit_reason = f"finished {self.max_jobs} job(s)"
+                    break
+                try:
+                    res = self._next_job(idle_since)
+                    delay = 1.0
+                except REDIS_ERRORS as e:
+                    if self.stopping.is_set():
+                        break
+                    log.warning(
+                        "Redis unreachable (%s); retrying in %.0f s", type(e).__name__, delay
+                    )
+                    self.stopping.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if res is None:
+                    if (
+                        self.idle_exit_s
+                        and not self.held
+                        and time.monotonic() - idle_since >= self.idle_exit_s
+                    ):
+                        self._exit_reason = f"idle for {self.idle_exit_s:g} s"
+                        log.info("no work for %.0f s; exiting", self.idle_exit_s)
+                        break
+                    continue
+                self._process(res)
+                idle_since = time.monotonic()
+        finally:
+            self._finish(uploader, keeper)
+        return self._exit_reason or "stopped"
+
+    def _next_job(self, idle_since: float) -> Reservation | None:
+        if self._tokens_left > 0:
+            res = self.queue.reserve(
+                self.id,
+                self.backend_names,
+                self.heartbeat_fields(),
+                vram_gb=self.vram,
+                logs=self._take_logs(),
+            )
+            self._last_hb = time.monotonic()
+            if res is not None:
+                self._tokens_left = res.tokens_left
+                return res
+            self._tokens_left = 0
+        timeout = self.settings.worker_idle_block_s
+        if self.idle_exit_s:
+            timeout = min(timeout, max(0.05, self.idle_exit_s - (time.monotonic() - idle_since)))
+        token = self.queue.wait_for_work(self.backend_names, timeout)
+        if token is None:
+            return None
+        if self.stopping.is_set():
+            self.queue.return_token(*token)
+            return None
+        res = self.queue.reserve(
+            self.id,
+            self.backend_names,
+            self.heartbeat_fields(),
+            vram_gb=self.vram,
+            wanted=token,
+            logs=self._take_logs(),
+        )
+        self._last_hb = time.monotonic()
+        if res is not None:
+            self._tokens_left = res.tokens_left
+        return res
+
+    def _process(self, res: Reservation) -> None:
+        try:
+            job = parse_job(res.raw)
+        except ProtocolError as e:
+            job_id, reason = _job_id_of(res.raw), str(e)
+            log.error("job %s cannot be read (%s); moved to dead letters", job_id or "?", reason)
+            self._retry_redis(lambda: self.queue.dead_letter(job_id, self.id, reason, res.raw))
+            return
+        held = HeldJob(job=job, raw=res.raw, deliveries=res.deliveries)
+        with self._lock:
+            self.held[job.job_id] = held
+        log.info(
+            "job %s: beat %d of episode %s on %s (delivery %d)",
+            job.job_id,
+            job.beat_index,
+            job.episode_id,
+            job.backend,
+            res.deliveries,
+        )
+        workdir = Path(tempfile.mkdtemp(prefix=f"sw-{job.job_id[:40]}-"))
+        started = time.time()
+        try:
+            backend = self.backends.get(job.backend)
+            if backend is None:
+                raise PermanentRenderError(f"this worker has no {job.backend} backend")
+            ctx = RenderContext(
+                job=job,
+                workdir=workdir,
+                settings=self.settings,
+                report_progress=held.set_progress,
+                cancel_event=held.cancel,
+                fetch_artifact=self._fetch_artifact,
+            )
+            out = backend.render(ctx)
+            ctx.check_cancelled()
+            encoded = encode_output(job, out, workdir)
+            render_s = time.time() - started
+            log.info("job %s rendered %d frames in %.1f s", job.job_id, encoded.frames, render_s)
+            held.stage = "uploading"
+            self._uploads.put(
+                (
+                    held,
+                    encoded,
+                    {
+                        "started": started,
+                        "render_s": render_s,
+                        "model_info": out.model_info,
+                        "workdir": workdir,
+                    },
+                )
+            )
+            return
+        except RenderCancelled:
+            self._cancelled(held)
+        except PermanentRenderError as e:
+            self._fail(held, str(e), ErrorKind.PERMANENT, started, e.fallback_backend)
+        except TransientRenderError as e:
+            self._fail(held, str(e), ErrorKind.TRANSIENT, started, e.fallback_backend)
+        except MemoryError:
+            self._fail(held, "out of memory", ErrorKind.TRANSIENT, started, None)
+        except Exception as e:
+            log.exception("job %s crashed in the %s backend", job.job_id, job.backend)
+            self._fail(
+                held, f"{type(e).__name__}: {redact(str(e))}", ErrorKind.TRANSIENT, started, None
+            )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def _cancelled(self, held: HeldJob) -> None:
+        job = held.job
+        if held.lost:
+            log.info("job %s stopped: its lease went to another worker", job.job_id)
+            self._drop(held)
+        elif held.cancelled:
+            self._fail(
+                held,
+                "cancelled by the operator",
+                ErrorKind.CANCELLED,
+                held.started_at,
+                None,
+                count=False,
+            )
+        else:
+            log.info("handing job %s back to the queue", job.job_id)
+            self._retry_redis(lambda: self.queue.release(job.job_id, self.id, job.backend))
+            self._drop(held)
+
+    def _drop(self, held: HeldJob) -> None:
+        with self._lock:
+            self.held.pop(held.job.job_id, None)
+
+    def _fail(
+        self,
+        held: HeldJob,
+        error: str,
+        kind: ErrorKind,
+        started: float,
+        fallback: str | None,
+        *,
+        count: bool = True,
+    ) -> None:
+        job = held.job
+        if count:
+            log.warning("job %s failed (%s): %s", job.job_id, kind.value, error)
+            self.failed += 1
+        result = Result(
+            job_id=job.job_id,
+            episode_id=job.episode_id,
+            beat_id=job.beat_id,
+            attempt=job.attempt,
+            status=ResultStatus.FAILED,
+            worker_id=self.id,
+            backend=job.backend,
+            error=redact(error)[:2000],
+            error_kind=kind,
+            fallback_backend=fallback,
+            started_at=started,
+            render_s=time.time() - started,
+        )
+        self._ack(held, result)
+
+    def _ack(self, held: HeldJob, result: Result) -> None:
+        with self._lock:
+            self.held.pop(held.job.job_id, None)
+
+        def send() -> None:
+            self._tokens_left = max(
+                self._tokens_left,
+                self.queue.ack(
+                    self.id,
+                    result,
+                    self.backend_names,
+                    self.heartbeat_fields(),
+                    logs=self._take_logs(),
+                ),
+            )
+            self._last_hb = time.monotonic()
+
+        self._retry_redis(send, forever=True)
+
+    def _retry_redis(self, fn: Callable[[], Any], forever: bool = False) -> None:
+        delay = 1.0
+        while True:
+            try:
+                fn()
+                return
+            except REDIS_ERRORS as e:
+                if self.stopping.is_set() and not forever:
+                    return
+                log.warning("Redis unreachable (%s); retrying in %.0f s", type(e).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _fetch_artifact(self, key: str, dest: Path) -> Path:
+        self.store.get_file(key, dest)
+        return dest
+
+    # --------------------------------------------------------------- uploads
+    def _uploader(self) -> None:
+        while True:
+            item = self._uploads.get()
+            if item is None:
+                return
+            held, encoded, info = item
+            try:
+                self._upload_and_ack(held, encoded, info)
+            finally:
+                shutil.rmtree(info["workdir"], ignore_errors=True)
+
+    def _upload_and_ack(self, held: HeldJob, encoded: EncodedClip, info: dict[str, Any]) -> None:
+        job = held.job
+        files = [
+            ("clip", clip_key(job.episode_id, job.beat_index, job.attempt), encoded.clip),
+            (
+                "keyframe",
+                keyframe_key(job.episode_id, job.beat_index, job.attempt),
+                encoded.keyframe,
+            ),
+            (
+                "settings",
+                settings_key(job.episode_id, job.beat_index, job.attempt),
+                encoded.settings,
+            ),
+        ]
+        artifacts: list[ArtifactRef] = []
+        uploads: list[UploadEvent] = []
+        try:
+            for kind, key, path in files:
+                stored = self._put_with_retry(key, path, job)
+                artifacts.append(
+                    ArtifactRef(
+                        kind=kind,
+                        key=stored.key,
+                        size=stored.size,
+                        sha256=stored.sha256,
+                        content_type=stored.content_type,
+                    )
+                )
+                uploads.append(
+                    UploadEvent(
+                        key=stored.key,
+                        size=stored.size,
+                        seconds=round(stored.seconds, 4),
+                        bytes_per_s=round(stored.bytes_per_s, 1),
+                        worker_id=self.id,
+                        episode_id=job.episode_id,
+                        beat_index=job.beat_index,
+                    )
+                )
+        except StorageError as e:
+            self._fail(held, f"upload failed: {e}", ErrorKind.TRANSIENT, info["started"], None)
+            return
+        self.done += 1
+        result = Result(
+            job_id=job.job_id,
+            episode_id=job.episode_id,
+            beat_id=job.beat_id,
+            attempt=job.attempt,
+            status=ResultStatus.SUCCEEDED,
+            worker_id=self.id,
+            backend=job.backend,
+            artifacts=artifacts,
+            uploads=uploads,
+            started_at=info["started"],
+            render_s=round(info["render_s"], 3),
+            frames=encoded.frames,
+            model_info=info["model_info"],
+        )
+        self._ack(held, result)
+        log.info("job %s done: %s", job.job_id, artifacts[0].key)
+
+    def _put_with_retry(self, key: str, path: Path, job: Job):  # type: ignore[no-untyped-def]
+        delay = 1.0
+        for attempt in range(1, 4):
+            try:
+                return self.store.put_file(
+                    key,
+                    path,
+                    metadata={"job": job.job_id, "episode": job.episode_id, "worker": self.id},
+                )
+            except StorageError as e:
+                if not e.transient or attempt == 3:
+                    raise
+                log.warning("upload of %s failed (%s); retrying in %.0f s", key, e, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # --------------------------------------------------------------- stopping
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Stop taking jobs; finish the ones in hand within the grace period, then hand
+        them back. Safe to call from a signal handler."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        log.info("stopping: finishing work in hand (grace %.0f s)", grace)
+        self.interrupt_wait()
+
+        def expire() -> None:
+            with self._lock:
+                held = list(self.held.values())
+            for h in held:
+                if h.stage == "rendering":
+                    h.cancel.set()
+
+        timer = threading.Timer(grace, expire)
+        timer.daemon = True
+        timer.start()
+
+    def _finish(self, uploader: threading.Thread, keeper: threading.Thread) -> None:
+        self._uploads.put(None)
+        uploader.join()
+        self._keeper_done = True
+        self._hb_wake.set()
+        keeper.join(timeout=5)
+        try:
+            if self.logs:
+                self.queue.heartbeat(
+                    self.id,
+                    self.heartbeat_fields(),
+                    [],
+                    logs=self._take_logs(force=True),
+                    emit_event=False,
+                )
+            self.queue.forget_worker(self.id)
+        except REDIS_ERRORS:
+            pass
+        log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
+
+
+def _job_id_of(raw: str) -> str:
+    try:
+        value = json.loads(raw).get("job_id")
+        return value if isinstance(value, str) else ""
+    except (ValueError, AttributeError):
+        return ""
