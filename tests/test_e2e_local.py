@@ -29,8 +29,13 @@ def test_three_beats_render_to_clips_and_episode(runtime, background) -> None:
     background.worker(runtime)
     background.worker(runtime)
 
-    done = wait_for(lambda: (d := services.episode_detail(runtime, detail["id"]))["state"]
-                    in ("completed", "failed") and d)
+    done = wait_for(
+        lambda: (
+            (d := services.episode_detail(runtime, detail["id"]))["state"]
+            in ("completed", "failed")
+            and d
+        )
+    )
     assert done["state"] == "completed", done["error"]
     store = runtime.store
     assert isinstance(store, LocalStore)

@@ -37,6 +37,7 @@ from storyworld.engine.models import (
     JobRow,
     JobState,
     Upload,
+    note,
     transition,
 )
 from storyworld.media import concat_videos
@@ -500,7 +501,8 @@ class Orchestrator:
                     continue
                 missing.append(parse_job(job.payload))
                 reason = "recorded as in flight but absent from Redis; sent again"
-                transition(s, job, JobState.QUEUED, reason)
+                if not transition(s, job, JobState.QUEUED, reason):
+                    note(s, job, reason)
                 if beat.state == BeatState.RENDERING:
                     transition(s, beat, BeatState.QUEUED, reason)
         if missing:

@@ -256,6 +256,7 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                 select(Artifact).where(Artifact.episode_id == ep.id).order_by(Artifact.id)
             )
         ]
+        ids = [ep.id, *[b["id"] for b in beats], *[j["job_id"] for b in beats for j in b["jobs"]]]
         history = [
             {
                 "entity": t.entity,
@@ -267,7 +268,7 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
             }
             for t in s.scalars(
                 select(Transition)
-                .where(Transition.entity_id.in_([ep.id, *[b["id"] for b in beats]]))
+                .where(Transition.entity_id.in_(ids))
                 .order_by(Transition.id)
             )
         ]
