@@ -159,7 +159,10 @@ class Background:
 
         def halt() -> None:
             stop.set()
-            rt.queue.wake_engine("test over")
+            try:
+                rt.queue.wake_engine("test over")
+            except redis.RedisError:
+                pass  # the server is already gone; the loop sees `stop` after its wait
 
         self.stops.append((t, halt))
         return orch
@@ -188,12 +191,14 @@ class Background:
         return w
 
     def stop_all(self) -> None:
-        for _t, halt in reversed(self.stops):
+        stops, self.stops = self.stops, []
+        cleanups, self.cleanups = self.cleanups, []
+        for _t, halt in reversed(stops):
             halt()  # type: ignore[operator]
-        for t, _ in self.stops:
+        for t, _ in stops:
             if t.is_alive():
                 t.join(timeout=15)
-        for fn in self.cleanups:
+        for fn in cleanups:
             fn()  # type: ignore[operator]
 
 
