@@ -170,14 +170,23 @@ print("loaded", backend.describe()["loaded"])
 def test_a_model_missing_at_load_time_says_which(
     gpu_settings, tiny_models, fresh_pipelines, tmp_path
 ):
+    from storyworld.worker.backends.animatediff import AnimateDiffBackend
     from storyworld.worker.backends.diffusion import ModelMissing
 
-    broken = tmp_path / "sd-without-unet"
-    shutil.copytree(tiny_models["sd15"], broken)
-    shutil.rmtree(broken / "unet")
-    settings = gpu_settings(ANIMATEDIFF_BASE_MODEL=str(broken))
-    from storyworld.worker.backends.animatediff import AnimateDiffBackend
+    no_unet = tmp_path / "sd-without-unet"
+    shutil.copytree(tiny_models["sd15"], no_unet)
+    shutil.rmtree(no_unet / "unet")
+    reason = AnimateDiffBackend.availability(gpu_settings(ANIMATEDIFF_BASE_MODEL=str(no_unet)))
+    assert reason == f"ANIMATEDIFF_BASE_MODEL '{no_unet}' lacks the folder(s) unet"
 
-    assert AnimateDiffBackend.availability(settings) is None  # cheap: model_index.json is there
-    with pytest.raises(ModelMissing, match=r"ANIMATEDIFF_BASE_MODEL '.*sd-without-unet' \(local"):
+    # Weights gone but every folder there: only loading finds out, and says which setting.
+    no_weights = tmp_path / "sd-without-weights"
+    shutil.copytree(tiny_models["sd15"], no_weights)
+    for weights in (no_weights / "unet").glob("diffusion_pytorch_model*"):
+        weights.unlink()
+    settings = gpu_settings(ANIMATEDIFF_BASE_MODEL=str(no_weights))
+    assert AnimateDiffBackend.availability(settings) is None
+    with pytest.raises(
+        ModelMissing, match=r"ANIMATEDIFF_BASE_MODEL '.*sd-without-weights' \(local"
+    ):
         _backend(settings).warm_up()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -114,13 +115,36 @@ def model_problem(setting: str, value: str, marker: str = "model_index.json") ->
     if path.is_dir():
         if not (path / marker).is_file():
             return f"{setting} '{value}' is a folder without {marker} (not a diffusers model)"
-        return None
+        return _missing_components(setting, value, path / marker)
     if _looks_like_path(value):
         return f"{setting} '{value}' does not exist"
     if _in_hf_cache(value, marker):
         return None
     if hf_offline():
         return f"{setting} '{value}' not found locally and HF_HUB_OFFLINE=1"
+    return None
+
+
+def _missing_components(setting: str, value: str, index: Path) -> str | None:
+    """For a pipeline folder: the component folders model_index.json names but lacks."""
+    if index.name != "model_index.json":
+        return None
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{setting} '{value}' has an unreadable model_index.json"
+    if not isinstance(entries, dict):
+        return f"{setting} '{value}' has an unreadable model_index.json"
+    missing = [
+        name
+        for name, spec in entries.items()
+        if not name.startswith("_")
+        and isinstance(spec, list)
+        and None not in spec
+        and not (index.parent / name).is_dir()
+    ]
+    if missing:
+        return f"{setting} '{value}' lacks the folder(s) {', '.join(sorted(missing))}"
     return None
 
 
@@ -308,15 +332,21 @@ def run_releasing_on_oom(work: Callable[[], T], release: Callable[[], None], wha
     )
 
 
-def step_callback(ctx: RenderContext, total: int, offset: int = 0) -> Callable[..., dict[str, Any]]:
+def step_callback(
+    ctx: RenderContext, steps: int, *, offset: int = 0, total: int | None = None
+) -> Callable[..., dict[str, Any]]:
     """A diffusers `callback_on_step_end` that reports step `offset + i` of `total` and
     stops a cancelled job (`ctx.progress` raises `RenderCancelled`) at the next step.
 
-    `offset` lets two pipelines in one render (a keyframe, then the video) share one count.
+    `offset` and `total` let two pipelines in one render (a keyframe, then the video)
+    share one count. Some schedulers take a step more than asked (PNDM); the count stays
+    within this pipeline's share.
     """
+    end = offset + steps
+    overall = total if total is not None else end
 
     def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        ctx.progress(min(offset + step + 1, total), total)
+        ctx.progress(min(offset + step + 1, end), overall)
         return kwargs
 
     return on_step_end
