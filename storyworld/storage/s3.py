@@ -71,6 +71,23 @@ _TRANSIENT_CODES = {
 }
 
 
+_SESSION: boto3.session.Session | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session() -> boto3.session.Session:
+    """One boto3 session for the process (call with `_SESSION_LOCK` held).
+
+    Building a session loads the service models (~0.3 s); clients made from one are
+    thread-safe, but making clients is not, hence the lock. Not boto3's default session,
+    which other code may configure.
+    """
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = boto3.session.Session()
+    return _SESSION
+
+
 class S3Store(ArtifactStore):
     """Artifacts in an S3 bucket, under an optional key prefix.
 
@@ -135,7 +152,7 @@ class S3Store(ArtifactStore):
         self.path_style = path_style
         self.public_base_url = public_base_url.rstrip("/")
         self.presign_expiry_s = presign_expiry_s
-        self._secrets = [s.get() for s in (access_key, secret_key) if s]
+        self._secrets = (access_key, secret_key)
         self._transfer_config = TransferConfig(
             multipart_threshold=int(multipart_threshold_mb * MiB),
             # S3 and R2 refuse parts under 5 MiB (except the last); R2 also wants every
@@ -158,16 +175,14 @@ class S3Store(ArtifactStore):
             read_timeout=read_timeout_s,
             max_pool_connections=max(10, max_concurrency + 2),
         )
-        # A session of our own: boto3's default session is not thread-safe to build
-        # clients from, and must not pick up someone else's default credentials.
-        session = boto3.session.Session()
-        self._client: Any = session.client(
-            "s3",
-            endpoint_url=self.endpoint or None,
-            aws_access_key_id=access_key.get() or None,
-            aws_secret_access_key=secret_key.get() or None,
-            config=config,
-        )
+        with _SESSION_LOCK:
+            self._client: Any = _session().client(
+                "s3",
+                endpoint_url=self.endpoint or None,
+                aws_access_key_id=access_key.get() or None,
+                aws_secret_access_key=secret_key.get() or None,
+                config=config,
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> S3Store:
@@ -212,8 +227,9 @@ class S3Store(ArtifactStore):
         return self.endpoint or "AWS S3"
 
     def _clean(self, text: str) -> str:
-        for value in self._secrets:
-            text = text.replace(value, "****")
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret.get(), "****")
         return redact(text)
 
     def _error(self, exc: BaseException, action: str) -> StorageError:
