@@ -40,7 +40,6 @@ from storyworld.engine.models import (
     note,
     transition,
 )
-from storyworld.media import concat_videos
 from storyworld.protocol import (
     ErrorKind,
     Job,
@@ -583,6 +582,8 @@ class Orchestrator:
                 dest = Path(tmp) / f"{i:03d}.mp4"
                 self.store.get_file(key, dest)  # type: ignore[arg-type]
                 paths.append(dest)
+            from storyworld.media import concat_videos  # video libraries: only when composing
+
             out = Path(tmp) / "episode.mp4"
             expected = [max(1, round(d * fps)) for _, d in clips]
             concat_videos(paths, out, fps=fps, width=width, height=height, expected_frames=expected)
