@@ -73,7 +73,7 @@ def test_unreadable_and_binary_files(tmp_path: Path) -> None:
     with pytest.raises(ScriptError, match="cannot read"):
         plan_file(tmp_path / "missing.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x00garbage")
-    with pytest.raises(ScriptError, match="not UTF-8|not a text file"):
+    with pytest.raises(ScriptError, match=r"not UTF-8|not a text file"):
         plan_file(tmp_path / "bin.txt")
 
 
