@@ -1,0 +1,122 @@
+"""`storyworld serve`: the HTTP API under uvicorn, with the engine in a background thread.
+
+The engine takes the dispatch lease in Redis if it is free and waits in standby otherwise,
+so the server can run beside a console or a headless engine on the same deployment.
+SIGTERM or SIGINT stops uvicorn gracefully, then the engine (releasing its lease), then
+the connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import redis
+import uvicorn
+from fastapi import FastAPI
+
+from storyworld.api.app import create_app
+from storyworld.config import Settings
+from storyworld.engine.orchestrator import Orchestrator
+from storyworld.engine.runtime import Runtime, open_runtime
+
+__all__ = ["api_token_from_env", "build_app", "serve"]
+
+log = logging.getLogger("storyworld.api")
+
+ENGINE_JOIN_S = 30.0
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def api_token_from_env() -> str | None:
+    """`API_TOKEN` from the process environment (empty means no authentication)."""
+    return os.environ.get("API_TOKEN", "").strip() or None
+
+
+def build_app(runtime: Runtime, *, read_only: bool = False) -> FastAPI:
+    """The app `serve` runs: `create_app` with the token from the environment."""
+    return create_app(runtime, read_only=read_only, api_token=api_token_from_env())
+
+
+def _start_engine(rt: Runtime, stop: threading.Event) -> tuple[Orchestrator, threading.Thread]:
+    orch = Orchestrator(rt.settings, rt.sessions, rt.queue, rt.store)
+    thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
+    thread.start()
+    return orch, thread
+
+
+def _stop_engine(rt: Runtime, orch: Orchestrator, thread: threading.Thread) -> None:
+    orch.stop()
+    try:
+        # The leader may be blocked on the result list: a wake-up message ends the wait.
+        rt.queue.wake_engine("stopping")
+    except redis.RedisError:
+        pass
+    thread.join(timeout=ENGINE_JOIN_S)
+    if thread.is_alive():
+        log.warning("the engine did not stop within %.0f s", ENGINE_JOIN_S)
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    run_engine: bool = True,
+    *,
+    read_only: bool = False,
+) -> int:
+    """Run the API until SIGTERM or SIGINT; returns the exit code (0 after a clean stop)."""
+    for name in ("storyworld", "uvicorn"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    # uvicorn replaces these handlers while it runs and raises the signal again once it has
+    # shut down; ours then runs instead of the default, which would kill the process.
+    old: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if api_token_from_env() is None and host not in LOOPBACK:
+        log.warning(
+            "API_TOKEN is not set: anyone who can reach %s:%d can create and cancel episodes",
+            host,
+            port,
+        )
+    rt: Runtime | None = None
+    engine: tuple[Orchestrator, threading.Thread] | None = None
+    try:
+        rt = open_runtime(settings, role="storyworld-api")
+        if run_engine:
+            rt.store.check()
+            engine = _start_engine(rt, stop)
+        config = uvicorn.Config(
+            build_app(rt, read_only=read_only),
+            host=host,
+            port=port,
+            log_config=None,  # records go to the root logger, whose formatter redacts
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        if not stop.is_set():
+            try:
+                server.run()
+            except SystemExit:  # uvicorn exits when it cannot start; it logged why
+                return 1
+        return 0
+    finally:
+        stop.set()
+        if rt is not None:
+            if engine is not None:
+                _stop_engine(rt, *engine)
+            rt.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
