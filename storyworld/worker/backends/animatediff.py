@@ -22,6 +22,7 @@ from storyworld.worker.backends.base import (
 )
 from storyworld.worker.backends.diffusion import (
     PIPELINES,
+    Placement,
     choose_placement,
     diffusion_missing,
     free_accelerator_memory,
@@ -68,12 +69,13 @@ class AnimateDiffBackend(RenderBackend):
     context_length = 16
     context_stride = 4
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, placement: Placement | None = None) -> None:
         super().__init__(settings)
         missing = diffusion_missing()
         if missing:
             raise BackendUnavailable(f"backend 'animatediff' {missing}")
-        self.placement = choose_placement()
+        # `placement` is for benchmarks and tests; the worker lets the machine decide.
+        self.placement = placement or choose_placement()
         self.base_model = settings.animatediff_base_model
         self.motion_adapter = settings.animatediff_motion_adapter
         self._key = (

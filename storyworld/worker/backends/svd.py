@@ -33,6 +33,7 @@ from storyworld.worker.backends.base import (
 )
 from storyworld.worker.backends.diffusion import (
     PIPELINES,
+    Placement,
     choose_placement,
     diffusion_missing,
     free_accelerator_memory,
@@ -91,12 +92,13 @@ class SVDBackend(RenderBackend):
     keyframe_steps = 30
     keyframe_guidance = 5.0
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, placement: Placement | None = None) -> None:
         super().__init__(settings)
         missing = diffusion_missing()
         if missing:
             raise BackendUnavailable(f"backend 'svd' {missing}")
-        self.placement = choose_placement()
+        # `placement` is for benchmarks and tests; the worker lets the machine decide.
+        self.placement = placement or choose_placement()
         self.model = settings.svd_model
         self.keyframe_model = settings.keyframe_model if settings.use_diffusion else ""
         where = (self.placement.device, self.placement.dtype_name)
