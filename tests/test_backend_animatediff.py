@@ -190,3 +190,45 @@ def test_a_model_missing_at_load_time_says_which(
         ModelMissing, match=r"ANIMATEDIFF_BASE_MODEL '.*sd-without-weights' \(local"
     ):
         _backend(settings).warm_up()
+
+
+def test_a_clip_longer_than_the_motion_window_uses_free_noise(
+    gpu_settings, render_context, fresh_pipelines, tmp_path
+):
+    import torch
+    from diffusers import MotionAdapter
+
+    # A motion module that sees 8 frames at once (the real one sees 32: 4 s at 8 fps).
+    torch.manual_seed(0)
+    short = tmp_path / "motion-8"
+    MotionAdapter(
+        block_out_channels=(32, 64),
+        motion_layers_per_block=2,
+        motion_norm_num_groups=2,
+        motion_num_attention_heads=4,
+        motion_max_seq_length=8,
+    ).save_pretrained(short)
+    settings = gpu_settings(ANIMATEDIFF_MOTION_ADAPTER=str(short))
+    backend = _backend(settings)
+
+    long_out = backend.render(render_context(make_job("animatediff", duration_s=1.5), settings))
+    assert len(long_out.frames) == 12
+    assert long_out.model_info["free_noise"] is True
+
+    short_out = backend.render(render_context(make_job("animatediff", duration_s=1.0), settings))
+    assert len(short_out.frames) == 8
+    assert short_out.model_info["free_noise"] is False
+    assert fresh_pipelines.loads == 1
+
+
+def test_half_precision_on_cuda_and_float32_on_the_cpu(monkeypatch):
+    import torch
+
+    from storyworld.worker.backends.diffusion import choose_placement
+
+    assert choose_placement().dtype == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert (choose_placement().device, choose_placement().dtype) == ("cuda", torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert choose_placement().dtype == torch.float16
