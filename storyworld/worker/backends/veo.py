@@ -266,8 +266,11 @@ class VeoBackend(RenderBackend):
                 response, last_problem = None, str(e)
             if response is not None:
                 if response.status_code == 200:
-                    state = response.json()
-                    if state.get("done"):
+                    try:
+                        state = response.json()
+                    except ValueError:
+                        state, last_problem = {}, "the operation's status was not JSON"
+                    if isinstance(state, dict) and state.get("done"):
                         return state
                 elif response.status_code in (429, 500, 502, 503, 504):
                     last_problem = _api_error(response)[1] or str(response.status_code)
