@@ -179,6 +179,7 @@ def load_pretrained(cls: Any, setting: str, value: str, placement: Placement, **
     """
     import torch
 
+    _quiet_loading_bars()
     local = Path(value).expanduser().is_dir()
     source = str(Path(value).expanduser()) if local else value
     half = placement.dtype in (torch.float16, torch.bfloat16)
@@ -213,6 +214,22 @@ def _is_network_error(error: BaseException) -> bool:
     return bool(names & {"ConnectionError", "Timeout", "TimeoutError", "ConnectTimeout"}) or (
         "connection" in str(error).lower() and "local_files_only" not in str(error)
     )
+
+
+def _quiet_loading_bars() -> None:
+    """No tqdm bars for loading either: they would flood the worker's log."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _dtype_keyword() -> str:
