@@ -85,7 +85,7 @@ class Job(_Message):
 
     v: int = SCHEMA_VERSION
     type: Literal["render"] = "render"
-    job_id: str = Field(min_length=1, max_length=128)
+    job_id: str = Field(min_length=1, max_length=128, pattern=r"^[^|\s]+$")
     episode_id: str = Field(min_length=1, max_length=64)
     beat_id: str = Field(min_length=1, max_length=64)
     beat_index: int = Field(ge=0)
@@ -95,6 +95,8 @@ class Job(_Message):
     spec: RenderSpec
     storage_prefix: str = ""
     enqueued_at: float = Field(default_factory=time.time)
+    #: 1 for the first delivery; the queue increments it each time a lease runs out.
+    delivery: int = Field(default=1, ge=1)
 
     def to_json(self) -> str:
         return self.model_dump_json()

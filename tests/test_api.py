@@ -209,7 +209,7 @@ def test_cancel_then_retry(client: TestClient, runtime: Runtime) -> None:
 
 # --------------------------------------------------------------------------- queue
 def _dead_letter(rt: Runtime, job_id: str, payload: str) -> None:
-    rt.queue.dead_letter(job_id, "worker-x", f"{job_id} failed on every delivery", payload)
+    rt.queue.dead_letter(payload, job_id, "worker-x", f"{job_id} failed on every delivery")
 
 
 def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: Runtime) -> None:

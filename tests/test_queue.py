@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -62,126 +61,133 @@ def test_waiting_jobs_are_llen_of_the_job_queue(q: JobQueue, token: str) -> None
     assert q.stats().waiting == 3
 
 
+def take(q: JobQueue, worker: str, backends: list[str], vram: float = 0.0):  # type: ignore[no-untyped-def]
+    return q.take(worker, backends, 0.05, vram)
+
+
 def test_oldest_job_first_and_lease_recorded(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0), make_job(1)], token)
-    res = q.reserve("w1", ["animatic"], {"host": "h"})
-    assert res is not None and json.loads(res.raw)["job_id"] == "ep-b000-a1"
-    assert res.deliveries == 1 and res.tokens_left == 1
-    assert q.r.zscore(q.keys.inflight, "ep-b000-a1") is not None
-    assert q.r.hget(q.keys.holders, "ep-b000-a1") == b"w1"
-    assert q.r.hget(q.keys.worker("w1"), "state") == b"busy"
+    res = take(q, "w1", ["animatic"])
+    assert res is not None and res.job.job_id == "ep-b000-a1" and res.job.delivery == 1
+    assert q.r.zscore(q.keys.inflight, "ep-b000-a1|w1") is not None
+    assert q.r.hget(q.keys.data, "ep-b000-a1") == res.raw.encode()
+    assert q.r.llen(q.keys.jobs) == 1
 
 
 def test_cpu_worker_never_takes_a_job_it_cannot_run(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0, "svd"), make_job(1, "animatediff", vram=16)], token)
-    assert q.reserve("cpu", ["animatic"], {}) is None
+    assert take(q, "cpu", ["animatic"]) is None
     # A GPU worker with too little memory does not take the 16 GB job either.
-    res = q.reserve("small-gpu", ["svd", "animatediff"], {}, vram_gb=8)
-    assert res is not None and json.loads(res.raw)["backend"] == "svd"
-    assert q.reserve("small-gpu", ["svd", "animatediff"], {}, vram_gb=8) is None
+    res = take(q, "small-gpu", ["svd", "animatediff"], vram=8)
+    assert res is not None and res.job.backend == "svd"
+    assert take(q, "small-gpu", ["svd", "animatediff"], vram=8) is None
     assert q.r.llen(q.keys.jobs) == 1
-    big = q.reserve("big-gpu", ["animatediff"], {}, vram_gb=80)
-    assert big is not None
+    assert take(q, "big-gpu", ["animatediff"], vram=80) is not None
+    assert q.r.llen(q.keys.jobs) == 0
 
 
-def test_wake_tokens_only_wake_workers_with_the_backend(q: JobQueue, token: str) -> None:
-    q.enqueue([make_job(0, "svd")], token)
-    assert q.wait_for_work(["animatic"], 0.1) is None
-    got = q.wait_for_work(["animatic", "svd"], 1)
-    assert got == ("svd", "ep-b000-a1")
-    res = q.reserve("w", ["svd"], {}, wanted=got)
-    assert res is not None and res.tokens_left == 0
-
-
-def test_unparseable_message_goes_to_dead_letters(q: JobQueue, token: str) -> None:
-    q.r.lpush(q.keys.jobs, "{not json")
+def test_unparseable_messages_go_to_dead_letters(q: JobQueue, token: str) -> None:
+    q.r.lpush(q.keys.jobs, "{not json")  # e.g. pushed by an old producer
     q.enqueue([make_job(0)], token)
-    res = q.reserve("w1", ["animatic"], {})
-    assert res is not None and json.loads(res.raw)["job_id"] == "ep-b000-a1"
-    dead = q.dead_letters()
-    assert len(dead) == 1 and dead[0].reason == "unparseable job message"
-    assert dead[0].payload == "{not json"
+    q.r.rpush(q.keys.wake("animatic"), '{"v": 1, "job_id": "bad", "backend": "animatic"}')
+    assert take(q, "w1", ["animatic"]) is None  # the malformed one, dead-lettered
+    assert take(q, "w1", ["animatic"]).job.job_id == "ep-b000-a1"  # type: ignore[union-attr]
+    q.tick(token)  # the sweep finds the unreadable message on the waiting list
+    dead = {d.job_id: d for d in q.dead_letters()}
+    assert dead[""].reason == "unparseable job message" and dead[""].payload == "{not json"
+    assert dead["bad"].reason == "job field episode_id: Field required"
     assert q.r.llen(q.keys.jobs) == 0
 
 
 def test_expired_lease_is_handed_out_again_then_dead_lettered(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0)], token)
-    assert q.reserve("w1", ["animatic"], {}) is not None
+    assert take(q, "w1", ["animatic"]) is not None
     time.sleep(0.35)  # the lease (0.3 s) runs out: the worker "died"
-    tick = q.tick(token, [])
+    tick = q.tick(token)
     assert tick.reclaimed == ["ep-b000-a1"]
-    assert q.wait_for_work(["animatic"], 1) is not None  # a wake token came with it
-    res = q.reserve("w2", ["animatic"], {})
-    assert res is not None and res.deliveries == 2
+    res = take(q, "w2", ["animatic"])
+    assert res is not None and res.job.delivery == 2
     time.sleep(0.35)
-    tick = q.tick(token, [])
+    tick = q.tick(token)
     assert tick.reclaimed == [] and list(tick.dead) == ["ep-b000-a1"]
     assert "lease expired on each of 2 deliveries" in q.dead_letters()[0].reason
-    moved, refused = q.requeue_dead(["ep-b000-a1"])
-    assert (moved, refused) == (1, [])
+    assert q.requeue_dead(["ep-b000-a1"]) == (1, [])
     assert q.r.llen(q.keys.jobs) == 1 and q.r.llen(q.keys.dead) == 0
-    assert q.reserve("w3", ["animatic"], {}).deliveries == 1  # type: ignore[union-attr]
+    assert take(q, "w3", ["animatic"]).job.delivery == 1  # type: ignore[union-attr]
 
 
 def test_heartbeat_renews_leases_and_reports_lost_jobs(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0)], token)
-    q.reserve("w1", ["animatic"], {})
+    take(q, "w1", ["animatic"])
     for _ in range(3):
         time.sleep(0.15)
-        reply = q.heartbeat("w1", {"host": "h"}, ["ep-b000-a1"])
-        assert reply.lost == []
-    assert q.tick(token, []).reclaimed == []
+        assert q.heartbeat("w1", {"host": "h"}, ["ep-b000-a1"]).lost == []
+    tick = q.tick(token)
+    assert tick.reclaimed == [] and tick.in_flight == {"ep-b000-a1": "w1"}
     time.sleep(0.35)
-    assert q.tick(token, []).reclaimed == ["ep-b000-a1"]
+    assert q.tick(token).reclaimed == ["ep-b000-a1"]
     assert q.heartbeat("w1", {}, ["ep-b000-a1"]).lost == ["ep-b000-a1"]
 
 
 def test_results_are_kept_until_applied(q: JobQueue, token: str) -> None:
     job = make_job(0)
     q.enqueue([job], token)
-    q.reserve("w1", ["animatic"], {})
-    q.ack("w1", ok_result(job), ["animatic"], {})
-    first = q.tick(token, [])
+    take(q, "w1", ["animatic"])
+    q.ack("w1", ok_result(job))
+    assert q.r.zcard(q.keys.inflight) == 0 and q.r.hlen(q.keys.data) == 0
+    first = q.tick(token)
     assert len(first.results) == 1
-    # The engine crashed before applying: the next tick hands the same result again.
-    again = q.tick(token, [])
+    # The engine crashed before applying: after recovery the same result comes again.
+    again = q.tick(token, recover=True)
     assert again.results == first.results
-    done = q.tick(token, again.results)
-    assert done.results == [] and q.r.llen(q.keys.results_processing) == 0
+    assert q.tick(token).results == [] and q.r.llen(q.keys.results_processing) == 0
+    # Through the blocking path: BLMOVE, then the acknowledgement rides on the next wait.
+    q.r.lpush(q.keys.results, "r1")
+    assert q.ack_and_wait([], 1) == "r1"
+    assert q.r.lrange(q.keys.results_processing, 0, -1) == [b"r1"]
+    assert q.ack_and_wait(["r1"], 0.05) is None
+    assert q.r.llen(q.keys.results_processing) == 0
 
 
 def test_only_the_lease_holder_dispatches(q: JobQueue, token: str) -> None:
     assert q.acquire_engine_lease({"engine": "other"}, 30) is None
     assert q.enqueue([make_job(0)], "not-the-token") == -1
     assert q.r.llen(q.keys.jobs) == 0
-    assert not q.tick("not-the-token", []).leader
+    assert not q.tick("not-the-token").leader
     q.release_engine_lease(token)
     assert q.acquire_engine_lease({"engine": "other"}, 30) is not None
 
 
 def test_cancel_withdraws_waiting_jobs_and_flags_held_ones(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0), make_job(1)], token)
-    q.reserve("w1", ["animatic"], {})
+    take(q, "w1", ["animatic"])
     assert q.cancel_jobs(["ep-b000-a1", "ep-b001-a1"]) == 1
-    assert q.r.llen(q.keys.jobs) == 0
+    assert q.r.llen(q.keys.jobs) == 0 and q.r.llen(q.keys.wake("animatic")) == 0
     assert q.heartbeat("w1", {}, ["ep-b000-a1"]).cancelled == ["ep-b000-a1"]
 
 
 def test_release_puts_a_job_back_at_the_front(q: JobQueue, token: str) -> None:
     q.enqueue([make_job(0), make_job(1)], token)
-    q.reserve("w1", ["animatic"], {})
+    take(q, "w1", ["animatic"])
     assert q.release("ep-b000-a1", "w1", "animatic")
-    res = q.reserve("w2", ["animatic"], {})
-    assert res is not None and json.loads(res.raw)["job_id"] == "ep-b000-a1"
-    assert res.deliveries == 1
+    res = take(q, "w2", ["animatic"])
+    assert res is not None and res.job.job_id == "ep-b000-a1" and res.job.delivery == 1
+
+
+def test_lost_wake_entries_are_repaired(q: JobQueue, token: str) -> None:
+    q.enqueue([make_job(0), make_job(1)], token)
+    q.r.delete(q.keys.wake("animatic"))  # a worker died between BLMPOP and reserve
+    assert take(q, "w1", ["animatic"]) is None
+    assert q.tick(token, repair=True).repaired == 2
+    assert take(q, "w1", ["animatic"]).job.job_id == "ep-b000-a1"  # type: ignore[union-attr]
 
 
 def test_events_stream_carries_heartbeats_and_uploads(q: JobQueue, token: str) -> None:
     job = make_job(0)
     q.enqueue([job], token)
-    q.reserve("w1", ["animatic"], {"host": "pod-1"})
+    take(q, "w1", ["animatic"])
     q.heartbeat("w1", {"host": "pod-1", "progress": "0.5"}, ["ep-b000-a1"])
-    q.ack("w1", ok_result(job), ["animatic"], {"host": "pod-1"})
+    q.ack("w1", ok_result(job))
     kinds = [kind for _id, kind, _data in q.read_events("0", None)]
     assert kinds == ["enqueued", "started", "heartbeat", "done"]
     hb = q.read_events("0", None)[2][2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,7 @@ def test_sigkilled_worker_loses_nothing(runtime, background, test_env) -> None:
         w2 = start_worker(test_env, "survivor")
         try:
             rerun = wait_for(
-                lambda: runtime.queue.r.hget(runtime.queue.keys.holders, job_id) == b"survivor",
+                lambda: runtime.queue.r.zscore(runtime.queue.keys.inflight, f"{job_id}|survivor"),
                 timeout=45,
             )
             assert rerun and time.monotonic() - killed_at < 45
@@ -108,7 +109,8 @@ def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
     assert "handing job" in out
     # Back at the front of the queue at once (no lease wait), its delivery not counted.
     assert runtime.queue.r.exists(runtime.queue.keys.worker("leaving")) == 0
-    assert runtime.queue.r.hget(runtime.queue.keys.deliveries, job_id) in (b"0", None)
+    waiting = runtime.queue.r.lrange(runtime.queue.keys.jobs, -1, -1)[0]
+    assert json.loads(waiting)["job_id"] == job_id and json.loads(waiting)["delivery"] == 1
     background.worker(runtime)
     d = finished(runtime, ep)
     assert d["state"] == "completed"
@@ -118,7 +120,7 @@ def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
 def test_malformed_job_is_dead_lettered_by_the_worker(runtime, test_env) -> None:
     bad = '{"v": 1, "job_id": "broken-1", "backend": "animatic", "spec": {"text": ""}}'
     runtime.queue.r.lpush(runtime.queue.keys.jobs, bad)
-    runtime.queue.r.lpush(runtime.queue.keys.wake("animatic"), "broken-1")
+    runtime.queue.r.lpush(runtime.queue.keys.wake("animatic"), bad)
     w = start_worker(test_env, "reader", "--max-jobs", "1", "--idle-exit", "3")
     try:
         wait_for(lambda: runtime.queue.r.llen(runtime.queue.keys.dead) == 1, timeout=30)

@@ -273,8 +273,16 @@ def transition(session: Session, obj: Episode | Beat | JobRow, to: str, reason: 
 def note(session: Session, obj: Episode | Beat | JobRow, reason: str) -> None:
     """Record an event that did not change the state (e.g. a job sent again)."""
     entity = {Episode: "episode", Beat: "beat"}.get(type(obj), "job")
-    session.add(Transition(entity=entity, entity_id=obj.id, from_state=obj.state,
-                           to_state=obj.state, reason=reason, at=time.time()))
+    session.add(
+        Transition(
+            entity=entity,
+            entity_id=obj.id,
+            from_state=obj.state,
+            to_state=obj.state,
+            reason=reason,
+            at=time.time(),
+        )
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -74,6 +74,8 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random)
 class Orchestrator:
     """Runs the decision loop. `run()` blocks until `stop` is set."""
 
+    MAX_RESULTS = 100
+
     def __init__(
         self,
         settings: Settings,
@@ -100,11 +102,15 @@ class Orchestrator:
         self._need_reconcile = True
         self._composer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose")
         self._composing: dict[str, Future[None]] = {}
-        self._last_token_repair = 0.0
+        self._last_repair_check = 0.0
+        self._next_tick = 0.0
+        self._recover = True  # at start, results left unacknowledged by a crash are applied
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event | None = None) -> None:
+        """Loop until `stop` is set. Redis outages and database errors are waited out with
+        backoff; results not yet applied stay on Redis and are applied after recovery."""
         stop = stop or self._stop
         self._stop = stop
         delay = 1.0
@@ -118,7 +124,8 @@ class Orchestrator:
                     if not self.is_leader:
                         stop.wait(timeout)
                         continue
-                    raw = self.queue.wait_result(timeout)
+                    applied, self._applied = self._applied, []
+                    raw = self.queue.ack_and_wait(applied, timeout)
                     if raw is not None:
                         self._apply_raw(raw)
                         self._applied.append(raw)
@@ -128,6 +135,14 @@ class Orchestrator:
                         "Redis unreachable (%s); retrying in %.0f s", type(e).__name__, delay
                     )
                     self._need_reconcile = True
+                    self._recover = True
+                    stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                except Exception:
+                    log.exception("engine step failed; retrying in %.0f s", delay)
+                    self.status = f"error — retrying in {delay:.0f} s"
+                    self._applied = []
+                    self._recover = True
                     stop.wait(delay)
                     delay = min(delay * 2, 30.0)
         finally:
@@ -166,43 +181,61 @@ class Orchestrator:
                 return self.settings.engine_lease_s / 2
             log.info("%s now dispatches", self.engine_id)
             self._need_reconcile = True
-        tick = self.queue.tick(self.token, self._applied, max_results=50)
-        self._applied = []
-        if not tick.leader:
-            log.warning("lost the engine lease; another engine dispatches now")
-            self.token = None
-            self.is_leader = False
-            return None
-        self.is_leader = True
-        self.paused = tick.paused
-        self.status = "paused" if self.paused else "dispatching"
+            self._recover = True  # results the previous engine left unacknowledged
         changed = False
-        if self._need_reconcile:
-            self.reconcile()
-            self._need_reconcile = False
-        if tick.started:
-            changed |= self._apply_started(tick.started)
-        if tick.reclaimed:
-            changed |= self._apply_reclaimed(tick.reclaimed)
-        if tick.dead:
-            changed |= self._apply_dead(tick.dead)
-        for raw in tick.results:
-            changed |= self._apply_raw(raw)
-        self._applied = list(tick.results)
+        now = time.monotonic()
+        if self._recover or now >= self._next_tick:
+            tick = self.queue.tick(self.token, repair=self._repair_due(), recover=self._recover)
+            self._recover = False
+            if not tick.leader:
+                log.warning("lost the engine lease; another engine dispatches now")
+                self.token = None
+                self.is_leader = False
+                return None
+            self.is_leader = True
+            self.paused = tick.paused
+            if self._need_reconcile:
+                self.reconcile()
+                self._need_reconcile = False
+            if tick.in_flight:
+                changed |= self._apply_started(tick.in_flight)
+            if tick.reclaimed:
+                changed |= self._apply_reclaimed(tick.reclaimed)
+            if tick.dead:
+                changed |= self._apply_dead(tick.dead)
+            for raw in tick.results:
+                changed |= self._apply_raw(raw)
+            self._applied.extend(tick.results)
+            if tick.repaired:
+                log.warning("rebuilt wake lists for %d waiting job(s)", tick.repaired)
+            interval = (
+                self.settings.reclaim_interval_s
+                if self._in_flight()
+                else self.settings.engine_idle_block_s
+            )
+            self._next_tick = now + interval
+            if len(tick.results) >= self.MAX_RESULTS:
+                self._next_tick = now
+        self.status = "paused" if self.paused else "dispatching"
         if not self.paused:
             changed |= self.dispatch()
         changed |= self._start_composing()
-        self._repair_tokens()
         if changed:
             self.on_change()
-        if len(tick.results) >= 50:
+            if self._in_flight():
+                self._next_tick = min(self._next_tick, now + self.settings.reclaim_interval_s)
+        if self._next_tick <= now:
             return None
-        return self._next_timeout()
+        return self._next_timeout(self._next_tick - now)
 
     # ------------------------------------------------------------------ results
     def _apply_raw(self, raw: str) -> bool:
         if raw.startswith('{"v": 1, "type": "wake"'):
-            return False  # a nudge from a CLI, console or the composer: look at the DB
+            # A nudge from a CLI, console or the composer: look at the database now, and
+            # at Redis too if dispatch was paused or resumed.
+            if '"reason": "paused"' in raw or '"reason": "resumed"' in raw:
+                self._next_tick = 0.0
+            return False
         try:
             result = parse_result(raw)
         except ProtocolError as e:
@@ -359,19 +392,25 @@ class Orchestrator:
             return self.settings.veo_fallback_backend
         return None
 
-    def _apply_started(self, started: dict[str, tuple[str, float]]) -> bool:
+    def _apply_started(self, in_flight: dict[str, str]) -> bool:
+        """Jobs a worker holds: queued -> rendering (seen at the engine's tick)."""
+        changed = False
         with self.sessions.begin() as s:
-            for job_id, (worker, at) in started.items():
-                job = s.get(JobRow, job_id)
-                if job is None or job.state != JobState.QUEUED:
-                    continue
+            rows = s.scalars(
+                select(JobRow).where(
+                    JobRow.id.in_(list(in_flight)), JobRow.state == JobState.QUEUED
+                )
+            ).all()
+            for job in rows:
+                worker = in_flight[job.id]
                 job.worker_id = worker
-                job.started_at = at
+                job.started_at = job.started_at or time.time()
                 transition(s, job, JobState.RENDERING, f"taken by {worker}")
                 beat = job.beat
                 if beat.state == BeatState.QUEUED and beat.attempts == job.attempt:
                     transition(s, beat, BeatState.RENDERING, f"attempt {job.attempt} on {worker}")
-        return True
+                changed = True
+        return changed
 
     def _apply_reclaimed(self, job_ids: list[str]) -> bool:
         with self.sessions.begin() as s:
@@ -510,21 +549,27 @@ class Orchestrator:
                 self.token = None
         return len(missing)
 
-    def _repair_tokens(self) -> None:
-        """A worker that dies between taking a wake token and its reserve loses the token;
-        jobs waiting long without being taken get a fresh one (rarely: once a minute)."""
+    def _repair_due(self) -> bool:
+        """A worker that dies between taking a job from a wake list and reserving it leaves
+        the job waiting with no wake entry; once a minute, if jobs have waited over a
+        minute, the tick rebuilds the wake lists."""
         now = time.time()
-        if now - self._last_token_repair < 60:
-            return
-        self._last_token_repair = now
+        if now - self._last_repair_check < 60:
+            return False
+        self._last_repair_check = now
         with self.sessions() as s:
-            stale = s.execute(
-                select(JobRow.backend, JobRow.id).where(
-                    JobRow.state == JobState.QUEUED, JobRow.queued_at < now - 60
-                )
-            ).all()
-        if stale:
-            self.queue.add_wake_tokens([(b, i) for b, i in stale])
+            stale = s.scalar(
+                select(JobRow.id)
+                .where(JobRow.state == JobState.QUEUED, JobRow.queued_at < now - 60)
+                .limit(1)
+            )
+        return stale is not None
+
+    def _in_flight(self) -> bool:
+        with self.sessions() as s:
+            return s.scalar(
+                select(JobRow.id).where(JobRow.state.in_(OPEN_JOB_STATES)).limit(1)
+            ) is not None or bool(self._composing)
 
     # ------------------------------------------------------------------ compose
     def _start_composing(self) -> bool:
@@ -628,25 +673,18 @@ class Orchestrator:
         return key
 
     # ------------------------------------------------------------------ timing
-    def _next_timeout(self) -> float:
-        now = time.time()
-        with self.sessions() as s:
-            in_flight = s.scalar(
-                select(JobRow.id).where(JobRow.state.in_(OPEN_JOB_STATES)).limit(1)
-            )
-            next_retry = s.scalar(
-                select(Beat.not_before)
-                .join(Episode, Beat.episode_id == Episode.id)
-                .where(
-                    Episode.state.in_(ACTIVE_EPISODES),
-                    Beat.state == BeatState.PENDING,
+    def _next_timeout(self, until_tick: float) -> float:
+        """Block until the next tick is due, or a retry's backoff ends, whichever first."""
+        timeout = until_tick
+        if not self.paused:
+            with self.sessions() as s:
+                next_retry = s.scalar(
+                    select(Beat.not_before)
+                    .join(Episode, Beat.episode_id == Episode.id)
+                    .where(Episode.state.in_(ACTIVE_EPISODES), Beat.state == BeatState.PENDING)
+                    .order_by(Beat.not_before)
+                    .limit(1)
                 )
-                .order_by(Beat.not_before)
-                .limit(1)
-            )
-        timeout = self.settings.engine_idle_block_s
-        if in_flight is not None or self._composing:
-            timeout = min(timeout, self.settings.reclaim_interval_s)
-        if next_retry is not None and not self.paused:
-            timeout = min(timeout, max(0.05, next_retry - now))
+            if next_retry is not None:
+                timeout = min(timeout, next_retry - time.time())
         return max(0.05, timeout)

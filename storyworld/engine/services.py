@@ -267,9 +267,7 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                 "at": t.at,
             }
             for t in s.scalars(
-                select(Transition)
-                .where(Transition.entity_id.in_(ids))
-                .order_by(Transition.id)
+                select(Transition).where(Transition.entity_id.in_(ids)).order_by(Transition.id)
             )
         ]
         done = sum(1 for b in beats if b["state"] == BeatState.DONE)

@@ -3,16 +3,20 @@
 Every multi-step change of a job's state is one Lua script (one round trip, atomic), so a
 crash between two commands cannot lose a job:
 
-- waiting: the list `JOB_QUEUE` (LPUSH new, oldest at the tail), plus one *wake token* per
-  waiting job on `…:wake:{backend}`; idle workers block on the token lists of the backends
-  they have, so a CPU worker never wakes for (or swallows) an SVD job.
-- in flight: `…:inflight` (lease deadline, server clock), `…:payloads`, `…:holders`,
-  `…:deliveries`. Workers renew leases with their heartbeat; the engine's tick hands out
-  again jobs whose lease ran out, or dead-letters them after `MAX_DELIVERIES`.
-- results: the list `RESULT_QUEUE`; the engine moves them to `…:processing` and removes
-  them only once they are applied to the database (reliable, effectively once).
-- events: a capped stream consoles block on, fed from inside the scripts (free of
-  client commands).
+- waiting: the list `JOB_QUEUE` (LPUSH new, oldest at the tail; `LLEN` = jobs waiting),
+  and the same payload on `…:wake:{backend}`: idle workers block (BLMPOP) on the wake lists
+  of the backends they have, so a CPU worker never wakes for, or swallows, an SVD job.
+- in flight: members `job_id|worker` of `…:inflight` scored by lease deadline (server
+  clock), payloads in `…:data`. Workers renew leases with their heartbeat; the engine's
+  tick hands out again jobs whose lease ran out (the payload's `delivery` counts up), or
+  dead-letters them after `MAX_DELIVERIES`.
+- results: the list `RESULT_QUEUE`; the engine moves each to `…:processing` and removes it
+  only once it is applied to the database (reliable, effectively once).
+- events: a capped stream consoles block on, fed from inside the scripts (no extra client
+  commands).
+
+A rendered job costs 5 client commands end to end: BLMPOP, reserve and ack on the worker,
+BLMOVE and its acknowledgement on the engine (the enqueue is one script per batch).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from typing import Any
 
 import redis
 
-from storyworld.protocol import Job, Result
-from storyworld.queue.keys import Keys
+from storyworld.protocol import Job, ProtocolError, Result, parse_job
+from storyworld.queue.keys import Keys, wake_suffix
 
 __all__ = [
     "DeadLetter",
@@ -72,6 +76,14 @@ def _flatten(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def _job_id_of(payload: str) -> str:
+    try:
+        value = json.loads(payload).get("job_id")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def _counted(items: list[str]) -> list[str]:
     return [str(len(items)), *items]
 
@@ -83,8 +95,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 @dataclass
 class Reservation:
     raw: str
-    deliveries: int
-    tokens_left: int
+    job: Job
 
 
 @dataclass
@@ -97,10 +108,11 @@ class HeartbeatReply:
 class TickResult:
     leader: bool
     results: list[str] = field(default_factory=list)
-    started: dict[str, tuple[str, float]] = field(default_factory=dict)
+    in_flight: dict[str, str] = field(default_factory=dict)  # job id -> worker
     reclaimed: list[str] = field(default_factory=list)
     dead: dict[str, str] = field(default_factory=dict)
     paused: bool = False
+    repaired: int = 0
 
 
 @dataclass
@@ -153,7 +165,6 @@ class JobQueue:
         heartbeat_ttl_s: float = 330.0,
         max_deliveries: int = 3,
         events_maxlen: int = 2000,
-        max_scan: int = 1000,
         engine_lease_s: float = 360.0,
     ) -> None:
         self.r = fast
@@ -163,7 +174,6 @@ class JobQueue:
         self.hb_ttl = int(heartbeat_ttl_s)
         self.max_deliveries = max_deliveries
         self.events_maxlen = events_maxlen
-        self.max_scan = max_scan
         self.engine_lease_ms = int(engine_lease_s * 1000)
         self._scripts = {name: fast.register_script(src) for name, src in _SOURCES.items()}
 
@@ -187,17 +197,17 @@ class JobQueue:
 
     # ---------------------------------------------------------------- engine side
     def acquire_engine_lease(self, info: dict[str, Any], lease_s: float) -> str | None:
-        """Try to become the dispatching engine. Returns the fencing token (the lease value)
-        or None when another engine holds it."""
+        """Try to become the dispatching engine. Returns the fencing token (the lease value,
+        checked atomically by every enqueue and tick) or None if another engine holds it."""
         token = json.dumps({**info, "nonce": time.time_ns()}, sort_keys=True)
         ok = self.r.set(self.keys.engine_lease, token, nx=True, px=int(lease_s * 1000))
         return token if ok else None
 
     def release_engine_lease(self, token: str) -> None:
-        """Give the lease up (on clean shutdown) only if we still hold it."""
+        """Give the lease up (clean shutdown), only if we still hold it."""
         script = (
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-            "end return 0"
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('DEL', KEYS[1]) end return 0"
         )
         self.r.eval(script, 1, self.keys.engine_lease, token)
 
@@ -206,81 +216,79 @@ class JobQueue:
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return {k: v for k, v in json.loads(raw).items() if k != "nonce"}
         except ValueError:
             return {"engine": "unknown"}
 
     def enqueue(self, jobs: list[Job], token: str = "") -> int:
-        """Queue jobs (one round trip for the batch). Returns -1 if `token` no longer holds
-        the engine lease (another engine took over): nothing was queued."""
+        """Queue jobs in one round trip. Returns -1 if `token` no longer holds the engine
+        lease (another engine took over): then nothing was queued."""
         if not jobs:
             return 0
         args: list[Any] = [token, self.keys.wake_prefix, self.events_maxlen]
         for job in jobs:
-            args += [job.job_id, job.backend, job.to_json()]
-        return int(
-            self._run(
-                "enqueue",
-                [self.keys.engine_lease, self.keys.jobs, self.keys.events, self.keys.stats],
-                args,
-            )
-        )
+            args += [wake_suffix(job.backend, job.min_vram_gb), job.to_json()]
+        k = self.keys
+        return int(self._run("enqueue", [k.engine_lease, k.jobs, k.events], args))
 
-    def tick(self, token: str, applied: list[str], max_results: int = 50) -> TickResult:
-        """The engine's one command per loop; see tick.lua."""
+    def tick(
+        self, token: str, *, max_results: int = 100, repair: bool = False, recover: bool = False
+    ) -> TickResult:
+        """The engine's periodic script (see tick.lua). Unless `recover`, results returned
+        by the previous tick count as applied."""
         k = self.keys
         reply = self._run(
             "tick",
             [
                 k.engine_lease,
-                k.results,
-                k.results_processing,
                 k.inflight,
-                k.payloads,
-                k.holders,
-                k.deliveries,
+                k.data,
                 k.jobs,
                 k.dead,
-                self.dead_new_key,
-                k.started,
+                k.dead_new,
                 k.events,
                 k.stats,
+                k.results,
+                k.results_processing,
                 k.paused,
             ],
             [
                 token,
                 self.engine_lease_ms,
-                max_results,
                 self.max_deliveries,
                 k.wake_prefix,
                 self.events_maxlen,
-                *applied,
+                max_results,
+                "1" if repair else "0",
+                "1" if recover else "0",
             ],
         )
         if int(reply[0]) != 1:
             return TickResult(leader=False)
-        started: dict[str, tuple[str, float]] = {}
-        for job_id, value in _pairs(reply[2]).items():
-            worker, _, at = value.rpartition("|")
-            started[job_id] = (worker, float(at or 0))
+        in_flight = {}
+        for member in reply[1]:
+            job_id, _, worker = _s(member).partition("|")
+            in_flight[job_id] = worker
         return TickResult(
             leader=True,
-            results=[_s(r) for r in reversed(reply[1])],
-            started=started,
-            reclaimed=[_s(x) for x in reply[3]],
-            dead=_pairs(reply[4]),
+            in_flight=in_flight,
+            reclaimed=[_s(x) for x in reply[2]],
+            dead=_pairs(reply[3]),
+            results=[_s(r) for r in reversed(reply[4])],
             paused=bool(int(reply[5])),
+            repaired=int(reply[6]),
         )
 
-    @property
-    def dead_new_key(self) -> str:
-        return f"{self.keys.dead}:new"
-
-    def wait_result(self, timeout_s: float) -> str | None:
-        """Block until a result (or a wake-up) arrives, moving it to processing."""
-        raw = self.rb.blmove(
-            self.keys.results, self.keys.results_processing, max(timeout_s, 0.01), "RIGHT", "LEFT"
-        )
+    def ack_and_wait(self, applied: list[str], timeout_s: float) -> str | None:
+        """Acknowledge applied results and block until the next result (or a wake-up)
+        arrives, moving it to processing. One round trip."""
+        k = self.keys
+        with self.rb.pipeline(transaction=False) as p:
+            for raw in applied:
+                p.lrem(k.results_processing, 1, raw)
+            p.blmove(k.results, k.results_processing, max(timeout_s, 0.01), "RIGHT", "LEFT")
+            replies = p.execute()
+        raw = replies[-1]
         return _s(raw) if raw is not None else None
 
     def wake_engine(self, reason: str) -> None:
@@ -301,8 +309,8 @@ class JobQueue:
         )
 
     def known_job_ids(self) -> set[str]:
-        """Ids of jobs Redis knows: waiting, in flight, or with a result not yet applied.
-        Used by the engine's reconciliation at start-up."""
+        """Ids of the jobs Redis knows: waiting, in flight, or with a result not yet applied.
+        For the engine's reconciliation at start-up."""
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
             p.lrange(k.jobs, 0, -1)
@@ -310,7 +318,7 @@ class JobQueue:
             p.lrange(k.results, 0, -1)
             p.lrange(k.results_processing, 0, -1)
             waiting, inflight, results, processing = p.execute()
-        ids = {_s(x) for x in inflight}
+        ids = {_s(x).partition("|")[0] for x in inflight}
         for raw in [*waiting, *results, *processing]:
             try:
                 ids.add(json.loads(raw)["job_id"])
@@ -318,78 +326,62 @@ class JobQueue:
                 continue
         return ids
 
-    def add_wake_tokens(self, backend_job_ids: list[tuple[str, str]]) -> None:
-        """Re-add wake tokens (repairs a token lost with a worker between two commands)."""
-        with self.r.pipeline(transaction=False) as p:
-            for backend, job_id in backend_job_ids:
-                p.lpush(self.keys.wake(backend), job_id)
-            p.execute()
-
     # ---------------------------------------------------------------- worker side
-    def reserve(
-        self,
-        worker_id: str,
-        backends: list[str],
-        heartbeat: dict[str, Any],
-        *,
-        vram_gb: float = 0.0,
-        wanted: tuple[str, str] | None = None,
-        logs: list[str] | None = None,
-    ) -> Reservation | None:
-        """Take the oldest job this worker can run (or `wanted`, the job a wake token named)."""
-        k = self.keys
-        wanted_backend, wanted_id = wanted or ("", "")
-        reply = self._run(
-            "reserve",
-            [
-                k.jobs,
-                k.inflight,
-                k.payloads,
-                k.holders,
-                k.deliveries,
-                k.started,
-                k.dead,
-                self.dead_new_key,
-                k.worker(worker_id),
-                k.workers,
-                k.events,
-                k.stats,
-                k.worker_logs(worker_id),
-            ],
-            [
-                worker_id,
-                self.lease_ms,
-                self.hb_ttl,
-                k.wake_prefix,
-                self.max_scan,
-                vram_gb,
-                wanted_id,
-                wanted_backend,
-                self.events_maxlen,
-                *_counted(backends),
-                *_counted(_flatten(heartbeat)),
-                *_counted(logs or []),
-            ],
-        )
-        raw = _s(reply[0])
-        if not raw:
-            return None
-        return Reservation(raw=raw, deliveries=int(reply[1]), tokens_left=int(reply[2]))
-
     def wait_for_work(
-        self,
-        backends: list[str],
-        timeout_s: float,
-        heartbeat: tuple[str, dict[str, Any]] | None = None,
+        self, backends: list[str], timeout_s: float, vram_gb: float = 0.0
     ) -> tuple[str, str] | None:
-        """Block until a wake token for one of `backends` arrives. Returns (backend, job_id)
-        of the token, or None on timeout."""
-        keys = [self.keys.wake(b) for b in backends]
+        """Block until a job this worker can run (backend, GPU memory) is waiting. Returns
+        (wake list suffix, payload) popped from its wake list (then `reserve` it), or None
+        on timeout."""
+        keys = self.keys.wake_lists(backends, vram_gb)
         reply = self.rb.execute_command("BLMPOP", max(timeout_s, 0.01), len(keys), *keys, "RIGHT")
         if not reply:
             return None
         key, values = _s(reply[0]), reply[1]
         return key[len(self.keys.wake_prefix) :], _s(values[0])
+
+    def return_payload(self, suffix: str, payload: str) -> None:
+        """Put back a payload taken from a wake list just before deciding to stop."""
+        self.r.rpush(self.keys.wake(suffix), payload)
+
+    def reserve(self, worker_id: str, payload: str, job: Job) -> bool:
+        """Take the job just popped from a wake list: False if it is no longer waiting."""
+        k = self.keys
+        event = json.dumps(
+            {
+                "job_id": job.job_id,
+                "worker": worker_id,
+                "episode_id": job.episode_id,
+                "beat_index": job.beat_index,
+                "backend": job.backend,
+                "delivery": job.delivery,
+            }
+        )
+        return bool(
+            self._run(
+                "reserve",
+                [k.jobs, k.inflight, k.data, k.events],
+                [worker_id, self.lease_ms, self.events_maxlen, payload, job.job_id, event],
+            )
+        )
+
+    def take(
+        self, worker_id: str, backends: list[str], timeout_s: float = 0.01, vram_gb: float = 0.0
+    ) -> Reservation | None:
+        """Wait for and reserve one job (parsing it); for tools and tests. Malformed
+        payloads are dead-lettered."""
+        got = self.wait_for_work(backends, timeout_s, vram_gb)
+        if got is None:
+            return None
+        _suffix, payload = got
+        try:
+            job = parse_job(payload)
+        except ProtocolError as e:
+            self.dead_letter(payload, _job_id_of(payload), worker_id, str(e))
+            return None
+        if not self.reserve(worker_id, payload, job):
+            return None
+        return Reservation(raw=payload, job=job)
 
     def heartbeat(
         self,
@@ -409,7 +401,6 @@ class JobQueue:
                 k.workers,
                 k.events,
                 k.inflight,
-                k.holders,
                 k.cancelled,
                 k.worker_logs(worker_id),
             ],
@@ -426,17 +417,8 @@ class JobQueue:
         )
         return HeartbeatReply(lost=[_s(x) for x in reply[0]], cancelled=[_s(x) for x in reply[1]])
 
-    def ack(
-        self,
-        worker_id: str,
-        result: Result,
-        backends: list[str],
-        heartbeat: dict[str, Any],
-        *,
-        logs: list[str] | None = None,
-    ) -> int:
-        """Report a job's result and release its lease. Returns wake tokens left for
-        `backends` (0: block; more: take again at once)."""
+    def ack(self, worker_id: str, result: Result, *, was_cancelled: bool = False) -> None:
+        """Report a job's result and release its lease."""
         k = self.keys
         event = {
             "job_id": result.job_id,
@@ -448,54 +430,18 @@ class JobQueue:
             "render_s": result.render_s,
             "uploads": [u.model_dump() for u in result.uploads],
         }
-        return int(
-            self._run(
-                "ack",
-                [
-                    k.inflight,
-                    k.payloads,
-                    k.holders,
-                    k.deliveries,
-                    k.results,
-                    k.worker(worker_id),
-                    k.workers,
-                    k.events,
-                    k.stats,
-                    k.worker_logs(worker_id),
-                    k.cancelled,
-                ],
-                [
-                    worker_id,
-                    result.job_id,
-                    result.to_json(),
-                    result.status.value,
-                    self.hb_ttl,
-                    self.events_maxlen,
-                    json.dumps(event),
-                    k.wake_prefix,
-                    *_counted(backends),
-                    *_counted(_flatten(heartbeat)),
-                    *_counted(logs or []),
-                ],
-            )
-        )
-
-    def dead_letter(self, job_id: str, worker_id: str, reason: str, payload: str) -> None:
-        """Move a held job that can never run (malformed) to dead letters."""
-        k = self.keys
         self._run(
-            "dead_letter",
+            "ack",
+            [k.inflight, k.data, k.results, k.events, k.cancelled],
             [
-                k.inflight,
-                k.payloads,
-                k.holders,
-                k.deliveries,
-                k.dead,
-                self.dead_new_key,
-                k.events,
-                k.stats,
+                worker_id,
+                result.job_id,
+                result.to_json(),
+                self.events_maxlen,
+                json.dumps(event),
+                "1" if was_cancelled else "0",
+                "done" if result.status == "succeeded" else "failed",
             ],
-            [job_id, worker_id, reason, payload, self.events_maxlen],
         )
 
     def release(self, job_id: str, worker_id: str, backend: str) -> bool:
@@ -504,14 +450,19 @@ class JobQueue:
         return bool(
             self._run(
                 "release",
-                [k.inflight, k.payloads, k.holders, k.deliveries, k.jobs, k.events],
+                [k.inflight, k.data, k.jobs, k.events],
                 [job_id, worker_id, k.wake_prefix, backend, self.events_maxlen],
             )
         )
 
-    def return_token(self, backend: str, job_id: str) -> None:
-        """Put back a wake token taken just before deciding to stop."""
-        self.r.rpush(self.keys.wake(backend), job_id)
+    def dead_letter(self, payload: str, job_id: str, worker_id: str, reason: str) -> None:
+        """Dead-letter a taken message that can never run (malformed)."""
+        k = self.keys
+        self._run(
+            "dead_letter",
+            [k.jobs, k.dead, k.dead_new, k.events],
+            [payload, job_id, reason, worker_id, self.events_maxlen],
+        )
 
     def forget_worker(self, worker_id: str) -> None:
         """A worker leaving cleanly removes its heartbeat at once."""
@@ -528,7 +479,7 @@ class JobQueue:
 
     # ---------------------------------------------------------------- operators
     def stats(self) -> QueueStats:
-        """Queue depths, workers and counters in one round trip."""
+        """Queue depths, workers and counters in one round trip (two with workers)."""
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
             p.llen(k.jobs)
@@ -573,9 +524,9 @@ class JobQueue:
         )
 
     def workers(self) -> list[dict[str, str]]:
-        """Heartbeats of known workers; a worker whose heartbeat expired has state 'gone'."""
+        """Heartbeats of known workers; one whose heartbeat expired has state 'gone'."""
         k = self.keys
-        ids = [(_s(w), float(s)) for w, s in self.r.zrange(k.workers, 0, -1, withscores=True)]
+        ids = [(_s(w), float(sc)) for w, sc in self.r.zrange(k.workers, 0, -1, withscores=True)]
         if not ids:
             return []
         with self.r.pipeline(transaction=False) as p:
@@ -611,16 +562,16 @@ class JobQueue:
                         worker=d.get("worker") or "",
                     )
                 )
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, AttributeError):
                 out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, ""))
         return out
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
-        """Put dead letters back at the front of the queue. Returns (requeued, refused ids)."""
+        """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
         k = self.keys
         moved, _, refused = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+            [k.dead, k.jobs, k.events],
             ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
         )
         return int(moved), [_s(x) for x in refused]
@@ -629,7 +580,7 @@ class JobQueue:
         k = self.keys
         _, dropped, _ = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.deliveries, k.events, k.stats],
+            [k.dead, k.jobs, k.events],
             ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
         )
         return int(dropped)

@@ -9,6 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: GPU memory classes (GB) for jobs that need a big card; same list as in _prelude.lua.
+VRAM_CLASSES = (8, 16, 24, 32, 48, 80, 141)
+
+
+def wake_suffix(backend: str, min_vram_gb: float) -> str:
+    """The wake list of a job: its backend, plus the smallest memory class that fits."""
+    if min_vram_gb <= 0:
+        return backend
+    for c in VRAM_CLASSES:
+        if min_vram_gb <= c:
+            return f"{backend}@{c}"
+    return f"{backend}@{VRAM_CLASSES[-1]}"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -23,27 +36,14 @@ class Keys:
     def _k(self, name: str) -> str:
         return f"{self.base}:{name}"
 
-    # Jobs in flight: lease deadlines (zset, ms), payloads, holders, delivery counts.
+    # Jobs in flight: members "job_id|worker" scored by lease deadline (ms), and payloads.
     @property
     def inflight(self) -> str:
         return self._k("inflight")
 
     @property
-    def payloads(self) -> str:
-        return self._k("payloads")
-
-    @property
-    def holders(self) -> str:
-        return self._k("holders")
-
-    @property
-    def deliveries(self) -> str:
-        return self._k("deliveries")
-
-    @property
-    def started(self) -> str:
-        """Jobs taken since the engine last looked (hash job_id -> worker|ms)."""
-        return self._k("started")
+    def data(self) -> str:
+        return self._k("data")
 
     @property
     def cancelled(self) -> str:
@@ -55,12 +55,25 @@ class Keys:
         return self._k("dead")
 
     @property
+    def dead_new(self) -> str:
+        """Jobs dead-lettered since the engine last looked (hash job_id -> reason)."""
+        return self._k("dead:new")
+
+    @property
     def wake_prefix(self) -> str:
         return self._k("wake:")
 
-    def wake(self, backend: str) -> str:
-        """One token per waiting job of `backend`: what idle workers block on."""
-        return f"{self.wake_prefix}{backend}"
+    def wake(self, suffix: str) -> str:
+        """Waiting payloads of one backend (and memory class): what idle workers block on."""
+        return f"{self.wake_prefix}{suffix}"
+
+    def wake_lists(self, backends: list[str], vram_gb: float = 0.0) -> list[str]:
+        """The wake lists a worker with `backends` and `vram_gb` of GPU memory listens on."""
+        out = []
+        for b in backends:
+            out.append(self.wake(b))
+            out += [self.wake(f"{b}@{c}") for c in VRAM_CLASSES if c <= vram_gb]
+        return out
 
     @property
     def results_processing(self) -> str:

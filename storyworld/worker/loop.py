@@ -143,7 +143,9 @@ class Worker:
         self.backend_names = sorted(backends)
         host = socket.gethostname()
         self.host = os.environ.get("RUNPOD_POD_ID") or host
-        self.id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        # "|" separates job and worker in lease entries; whitespace would confuse logs.
+        raw_id = worker_id or f"{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.id = "".join("-" if c == "|" or c.isspace() else c for c in raw_id)
         self.idle_exit_s = settings.worker_idle_exit_s if idle_exit_s is None else idle_exit_s
         self.max_jobs = max_jobs
         self.logs = logs
@@ -155,7 +157,6 @@ class Worker:
         self.failed = 0
         self.started_at = time.time()
         self.vram = vram_gb()
-        self._tokens_left = 1  # look once at start-up: also announces the worker
         self._uploads: stdqueue.Queue[tuple[HeldJob, EncodedClip, dict[str, Any]] | None] = (
             stdqueue.Queue(maxsize=1)
         )
@@ -291,50 +292,32 @@ class Worker:
         return self._exit_reason or "stopped"
 
     def _next_job(self, idle_since: float) -> Reservation | None:
-        if self._tokens_left > 0:
-            res = self.queue.reserve(
-                self.id,
-                self.backend_names,
-                self.heartbeat_fields(),
-                vram_gb=self.vram,
-                logs=self._take_logs(),
-            )
-            self._last_hb = time.monotonic()
-            if res is not None:
-                self._tokens_left = res.tokens_left
-                return res
-            self._tokens_left = 0
+        """Block on the wake lists of our backends (one command, however long the wait),
+        then reserve the job that arrived (one script)."""
         timeout = self.settings.worker_idle_block_s
         if self.idle_exit_s:
             timeout = min(timeout, max(0.05, self.idle_exit_s - (time.monotonic() - idle_since)))
-        token = self.queue.wait_for_work(self.backend_names, timeout)
-        if token is None:
+        got = self.queue.wait_for_work(self.backend_names, timeout, self.vram)
+        if got is None:
             return None
+        suffix, payload = got
         if self.stopping.is_set():
-            self.queue.return_token(*token)
+            self.queue.return_payload(suffix, payload)
             return None
-        res = self.queue.reserve(
-            self.id,
-            self.backend_names,
-            self.heartbeat_fields(),
-            vram_gb=self.vram,
-            wanted=token,
-            logs=self._take_logs(),
-        )
-        self._last_hb = time.monotonic()
-        if res is not None:
-            self._tokens_left = res.tokens_left
-        return res
+        try:
+            job = parse_job(payload)
+        except ProtocolError as e:
+            job_id, reason = _job_id_of(payload), str(e)
+            log.error("job %s cannot be read (%s); moved to dead letters", job_id or "?", reason)
+            self._retry_redis(lambda: self.queue.dead_letter(payload, job_id, self.id, reason))
+            return None
+        if not self.queue.reserve(self.id, payload, job):
+            return None  # withdrawn (cancelled) between the two commands
+        return Reservation(raw=payload, job=job)
 
     def _process(self, res: Reservation) -> None:
-        try:
-            job = parse_job(res.raw)
-        except ProtocolError as e:
-            job_id, reason = _job_id_of(res.raw), str(e)
-            log.error("job %s cannot be read (%s); moved to dead letters", job_id or "?", reason)
-            self._retry_redis(lambda: self.queue.dead_letter(job_id, self.id, reason, res.raw))
-            return
-        held = HeldJob(job=job, raw=res.raw, deliveries=res.deliveries)
+        job = res.job
+        held = HeldJob(job=job, raw=res.raw, deliveries=job.delivery)
         with self._lock:
             self.held[job.job_id] = held
         log.info(
@@ -343,7 +326,7 @@ class Worker:
             job.beat_index,
             job.episode_id,
             job.backend,
-            res.deliveries,
+            job.delivery,
         )
         workdir = Path(tempfile.mkdtemp(prefix=f"sw-{job.job_id[:40]}-"))
         started = time.time()
@@ -451,17 +434,7 @@ class Worker:
             self.held.pop(held.job.job_id, None)
 
         def send() -> None:
-            self._tokens_left = max(
-                self._tokens_left,
-                self.queue.ack(
-                    self.id,
-                    result,
-                    self.backend_names,
-                    self.heartbeat_fields(),
-                    logs=self._take_logs(),
-                ),
-            )
-            self._last_hb = time.monotonic()
+            self.queue.ack(self.id, result, was_cancelled=held.cancelled)
 
         self._retry_redis(send, forever=True)
 

@@ -1,4 +1,6 @@
--- Shared helpers, prepended to every script. Server time, so clocks of workers don't matter.
+-- Shared helpers, prepended to every script. Server time, so workers' clocks don't matter.
+-- In-flight jobs are members "job_id|worker" of the inflight zset (score: lease deadline,
+-- ms), so one ZREM or ZADD XX both checks the holder and acts.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -13,25 +15,29 @@ local function take_list(idx)
   for i = 1, n do out[i] = ARGV[idx + i] end
   return out, idx + n + 1
 end
-local function write_heartbeat(hb_key, workers_key, worker, fields, ttl, now, extra)
-  local args = {}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  for i = 1, #extra do args[#args + 1] = extra[i] end
-  args[#args + 1] = 'seen'
-  args[#args + 1] = tostring(now)
-  redis.call('HSET', hb_key, unpack(args))
-  redis.call('EXPIRE', hb_key, ttl)
-  redis.call('ZADD', workers_key, math.floor(now / 1000), worker)
-end
-local function push_logs(logs_key, logs, ttl)
-  if #logs > 0 then
-    redis.call('RPUSH', logs_key, unpack(logs))
-    redis.call('LTRIM', logs_key, -500, -1)
-    redis.call('EXPIRE', logs_key, ttl)
+local function decode(raw)
+  local ok, job = pcall(cjson.decode, raw)
+  if ok and type(job) == 'table' and type(job.job_id) == 'string'
+      and type(job.backend) == 'string' then
+    return job
   end
+  return nil
 end
-local function tokens_left(prefix, backends)
-  local n = 0
-  for i = 1, #backends do n = n + redis.call('LLEN', prefix .. backends[i]) end
-  return n
+-- Wake list of a job: its backend, plus a memory class for jobs that need a big GPU (the
+-- same rule as Keys.wake_suffix in Python).
+local VRAM_CLASSES = {8, 16, 24, 32, 48, 80, 141}
+local function wake_suffix(job)
+  local need = tonumber(job.min_vram_gb) or 0
+  if need <= 0 then return job.backend end
+  for _, c in ipairs(VRAM_CLASSES) do
+    if need <= c then return job.backend .. '@' .. c end
+  end
+  return job.backend .. '@' .. VRAM_CLASSES[#VRAM_CLASSES]
+end
+-- The payload with its delivery count set. Edited as text: re-encoding with cjson would turn
+-- empty arrays into objects.
+local function with_delivery(raw, n)
+  local out, count = string.gsub(raw, '"delivery":%s*%d+', '"delivery":' .. n, 1)
+  if count == 0 then out = string.sub(raw, 1, -2) .. ',"delivery":' .. n .. '}' end
+  return out
 end

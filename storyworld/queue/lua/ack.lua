@@ -1,26 +1,11 @@
--- Worker: finish a job: release its lease, push the result for the engine, update the
--- heartbeat and tell consoles (with the upload events). Returns tokens still waiting for
--- this worker's backends, so an idle worker knows whether to block or take again.
--- KEYS: inflight, payloads, holders, deliveries, results, worker_hb, workers, events, stats,
---       logs, cancelled
--- ARGV: worker, job_id, result_json, status, hb_ttl, events_maxlen, event_json, wake_prefix,
---       [backends], [fields], [logs]
-local worker, id = ARGV[1], ARGV[2]
-local now = now_ms()
-local backends, idx = take_list(9)
-local fields, idx2 = take_list(idx)
-local logs = take_list(idx2)
-if redis.call('HGET', KEYS[3], id) == worker then
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
+-- Worker: report a job's result and release its lease (if it still holds it; a result from
+-- a worker whose lease expired is still delivered: the engine applies each result once).
+-- KEYS: inflight, data, results, events, cancelled
+-- ARGV: worker, job_id, result_json, events_maxlen, event_json, was_cancelled, event_type
+if redis.call('ZREM', KEYS[1], ARGV[2] .. '|' .. ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
 end
-redis.call('SREM', KEYS[11], id)
-redis.call('LPUSH', KEYS[5], ARGV[3])
-redis.call('HINCRBY', KEYS[9], ARGV[4], 1)
-write_heartbeat(KEYS[6], KEYS[7], worker, fields, ARGV[5], now,
-  {'state', 'idle', 'job', '', 'progress', ''})
-push_logs(KEYS[10], logs, ARGV[5])
-event(KEYS[8], ARGV[6], ARGV[4] == 'succeeded' and 'done' or 'failed', ARGV[7])
-return tokens_left(ARGV[8], backends)
+if ARGV[6] == '1' then redis.call('SREM', KEYS[5], ARGV[2]) end
+redis.call('LPUSH', KEYS[3], ARGV[3])
+event(KEYS[4], ARGV[4], ARGV[7], ARGV[5])
+return 1

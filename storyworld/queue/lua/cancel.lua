@@ -1,5 +1,5 @@
--- Engine: withdraw jobs: remove the waiting ones (and their tokens), flag the ones in flight
--- so their workers stop at the next heartbeat. Returns how many were waiting.
+-- Engine: withdraw jobs: remove the waiting ones (and their wake entries), flag the ones in
+-- flight so their workers stop at the next heartbeat. Returns how many were waiting.
 -- KEYS: jobs, inflight, cancelled, events
 -- ARGV: wake_prefix, events_maxlen, [job ids]
 local want = {}
@@ -7,18 +7,19 @@ for i = 3, #ARGV do want[ARGV[i]] = true end
 local removed = 0
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 for i = 1, #items do
-  local ok, job = pcall(cjson.decode, items[i])
-  if ok and type(job) == 'table' and want[job.job_id] then
+  local job = decode(items[i])
+  if job and want[job.job_id] then
     redis.call('LREM', KEYS[1], 1, items[i])
-    redis.call('RPOP', ARGV[1] .. tostring(job.backend))
+    redis.call('LREM', ARGV[1] .. wake_suffix(job), 1, items[i])
     removed = removed + 1
     want[job.job_id] = nil
   end
 end
-for id, _ in pairs(want) do
-  if redis.call('ZSCORE', KEYS[2], id) then
-    redis.call('SADD', KEYS[3], id)
-    redis.call('EXPIRE', KEYS[3], 86400)
-  end
+local members = redis.call('ZRANGE', KEYS[2], 0, -1)
+for i = 1, #members do
+  local sep = string.find(members[i], '|', 1, true)
+  local id = string.sub(members[i], 1, sep - 1)
+  if want[id] then redis.call('SADD', KEYS[3], id) end
 end
+redis.call('EXPIRE', KEYS[3], 86400)
 return removed

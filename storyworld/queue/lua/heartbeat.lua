@@ -1,6 +1,6 @@
 -- Worker: refresh the heartbeat and renew the leases of the jobs it holds. Returns the jobs
 -- it no longer holds (reclaimed after an expired lease) and those cancelled by the engine.
--- KEYS: worker_hb, workers, events, inflight, holders, cancelled, logs
+-- KEYS: worker_hb, workers, events, inflight, cancelled, logs
 -- ARGV: worker, hb_ttl, lease_ms, events_maxlen, emit_event, [job ids], [fields], [logs]
 local worker = ARGV[1]
 local now = now_ms()
@@ -8,21 +8,28 @@ local jobs, idx = take_list(6)
 local fields, idx2 = take_list(idx)
 local logs = take_list(idx2)
 local lost, cancelled = {}, {}
+local any_cancelled = #jobs > 0 and redis.call('EXISTS', KEYS[5]) == 1
 for i = 1, #jobs do
   local id = jobs[i]
-  if redis.call('HGET', KEYS[5], id) == worker then
-    redis.call('ZADD', KEYS[4], 'XX', now + tonumber(ARGV[3]), id)
-    if redis.call('SISMEMBER', KEYS[6], id) == 1 then cancelled[#cancelled + 1] = id end
-  else
+  if redis.call('ZADD', KEYS[4], 'XX', 'CH', now + tonumber(ARGV[3]), id .. '|' .. worker) == 0 then
     lost[#lost + 1] = id
+  elseif any_cancelled and redis.call('SISMEMBER', KEYS[5], id) == 1 then
+    cancelled[#cancelled + 1] = id
   end
 end
-write_heartbeat(KEYS[1], KEYS[2], worker, fields, ARGV[2], now, {})
-push_logs(KEYS[7], logs, ARGV[2])
+fields[#fields + 1] = 'seen'
+fields[#fields + 1] = tostring(now)
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], math.floor(now / 1000), worker)
+if #logs > 0 then
+  redis.call('RPUSH', KEYS[6], unpack(logs))
+  redis.call('LTRIM', KEYS[6], -500, -1)
+  redis.call('EXPIRE', KEYS[6], ARGV[2])
+end
 if ARGV[5] == '1' then
   local hb = {}
   for i = 1, #fields, 2 do hb[fields[i]] = fields[i + 1] end
-  hb.seen = now / 1000
   event(KEYS[3], ARGV[4], 'heartbeat', cjson.encode(hb))
 end
 return {lost, cancelled}

@@ -1,5 +1,5 @@
--- Operator: move dead letters back to the front of the waiting list (or drop them).
--- KEYS: dead, jobs, deliveries, events, stats
+-- Operator: move dead letters back to the front of the queue (or drop them).
+-- KEYS: dead, jobs, events
 -- ARGV: mode ('requeue' | 'drop'), wake_prefix, events_maxlen, [job ids] (none = all)
 local selected = {}
 local all = #ARGV <= 3
@@ -15,13 +15,12 @@ for i = #entries, 1, -1 do
       redis.call('LREM', KEYS[1], 1, entry)
       dropped = dropped + 1
     else
-      local okj, job = false, nil
-      if ok and type(dl.payload) == 'string' then okj, job = pcall(cjson.decode, dl.payload) end
-      if okj and type(job) == 'table' and type(job.job_id) == 'string' and type(job.backend) == 'string' then
+      local job = ok and type(dl.payload) == 'string' and decode(dl.payload)
+      if job then
+        local again = with_delivery(dl.payload, 1)
         redis.call('LREM', KEYS[1], 1, entry)
-        redis.call('HDEL', KEYS[3], job.job_id)
-        redis.call('RPUSH', KEYS[2], dl.payload)
-        redis.call('LPUSH', ARGV[2] .. job.backend, job.job_id)
+        redis.call('RPUSH', KEYS[2], again)
+        redis.call('RPUSH', ARGV[2] .. wake_suffix(job), again)
         moved = moved + 1
       else
         refused[#refused + 1] = id
@@ -30,6 +29,6 @@ for i = #entries, 1, -1 do
   end
 end
 if moved + dropped > 0 then
-  event(KEYS[4], ARGV[3], 'dead_changed', cjson.encode({requeued = moved, dropped = dropped}))
+  event(KEYS[3], ARGV[3], 'dead_changed', cjson.encode({requeued = moved, dropped = dropped}))
 end
 return {moved, dropped, refused}
