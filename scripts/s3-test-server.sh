@@ -155,6 +155,10 @@ keyring = /dev/null
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $dir/rgw
 rgw enable usage log = false
+# Deleted objects' data is garbage-collected after 2 h by default; in a memstore that
+# fills the 2 GB device after a few GB of uploads and deletes, and writes then hang.
+rgw gc obj min wait = 1
+rgw gc processor period = 2
 rgw dns name = 127.0.0.1
 EOF
 

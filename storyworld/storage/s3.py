@@ -6,6 +6,7 @@ The client is configured so that one code path works on R2 and AWS:
 - checksums only `when_required`: since boto3 1.36 the SDK adds CRC trailers to every
   upload by default, which R2 (and older S3-compatible servers) reject;
 - no ACL headers (R2 has no ACLs; buckets are private, links are presigned or public);
+- request bodies are not hashed a second time for the signature (UNSIGNED-PAYLOAD);
 - botocore's `standard` retry mode: throttling, 5xx and connection errors are retried
   with exponential backoff and jitter; connect and read timeouts are bounded.
 
@@ -167,7 +168,15 @@ class S3Store(ArtifactStore):
         config = Config(
             region_name=region_name,
             signature_version="s3v4",
-            s3={"addressing_style": "path" if path_style else "auto"},
+            s3={
+                "addressing_style": "path" if path_style else "auto",
+                # Without a Content-MD5 or CRC header (`when_required` sends none),
+                # botocore SHA-256-hashes every request body to sign it: a second pass
+                # over each upload. The body is already covered by TLS on the way and,
+                # end to end, by the signed x-amz-meta-sha256 that get_file verifies;
+                # R2 and AWS accept UNSIGNED-PAYLOAD.
+                "payload_signing_enabled": False,
+            },
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             retries={"mode": retry_mode, "max_attempts": max_attempts},
