@@ -140,6 +140,7 @@ def test_results_are_kept_until_applied(q: JobQueue, token: str) -> None:
     # The engine crashed before applying: after recovery the same result comes again.
     again = q.tick(token, recover=True)
     assert again.results == first.results
+    assert q.ack_and_wait(again.results, 0.05) is None  # applied: acknowledged
     assert q.tick(token).results == [] and q.r.llen(q.keys.results_processing) == 0
     # Through the blocking path: BLMOVE, then the acknowledgement rides on the next wait.
     q.r.lpush(q.keys.results, "r1")

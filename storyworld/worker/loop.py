@@ -112,6 +112,8 @@ class HeldJob:
     lost: bool = False
     cancelled: bool = False
     started_at: float = field(default_factory=time.time)
+    #: When the lease was last renewed (monotonic): at reserve, then by each heartbeat.
+    renewed_at: float = field(default_factory=time.monotonic)
 
     def set_progress(self, step: int, total: int) -> None:
         self.step, self.steps = step, total
@@ -224,18 +226,22 @@ class Worker:
                 held = list(self.held.values())
             if not held and self._keeper_done:
                 return
+            # A lease is fresh when the job is taken, so a job shorter than one renewal
+            # interval costs no heartbeat at all; idle, one per idle block.
             now = time.monotonic()
-            since = now - self._last_hb
+            oldest = min((h.renewed_at for h in held), default=now)
             progressed = any(last_progress.get(h.job.job_id) != h.step for h in held)
             due = (
-                (held and since >= self.settings.lease_renew_s)
-                or (held and progressed and since >= self.settings.progress_interval_s)
-                or (not held and since >= self.settings.worker_idle_block_s)
+                (held and now - oldest >= self.settings.lease_renew_s)
+                or (held and progressed and now - oldest >= self.settings.progress_interval_s)
+                or (not held and now - self._last_hb >= self.settings.worker_idle_block_s)
             )
             if not due:
                 continue
             try:
                 self._send_heartbeat()
+                for h in held:
+                    h.renewed_at = now
                 last_progress = {h.job.job_id: h.step for h in held}
                 delay = 1.0
             except REDIS_ERRORS as e:

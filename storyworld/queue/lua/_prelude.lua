@@ -5,8 +5,11 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Append an event; returns the server time (ms) from the entry id, so a script that writes
+-- an event needs no separate TIME call.
 local function event(stream, maxlen, kind, data)
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'data', data)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'data', data)
+  return tonumber(string.match(id, '^(%d+)'))
 end
 -- Read a counted list from ARGV starting at idx: returns the list and the next index.
 local function take_list(idx)

@@ -3,10 +3,17 @@
 -- KEYS: worker_hb, workers, events, inflight, cancelled, logs
 -- ARGV: worker, hb_ttl, lease_ms, events_maxlen, emit_event, [job ids], [fields], [logs]
 local worker = ARGV[1]
-local now = now_ms()
 local jobs, idx = take_list(6)
 local fields, idx2 = take_list(idx)
 local logs = take_list(idx2)
+local now
+if ARGV[5] == '1' then
+  local hb = {}
+  for i = 1, #fields, 2 do hb[fields[i]] = fields[i + 1] end
+  now = event(KEYS[3], ARGV[4], 'heartbeat', cjson.encode(hb))
+else
+  now = now_ms()
+end
 local lost, cancelled = {}, {}
 local any_cancelled = #jobs > 0 and redis.call('EXISTS', KEYS[5]) == 1
 for i = 1, #jobs do
@@ -26,10 +33,5 @@ if #logs > 0 then
   redis.call('RPUSH', KEYS[6], unpack(logs))
   redis.call('LTRIM', KEYS[6], -500, -1)
   redis.call('EXPIRE', KEYS[6], ARGV[2])
-end
-if ARGV[5] == '1' then
-  local hb = {}
-  for i = 1, #fields, 2 do hb[fields[i]] = fields[i + 1] end
-  event(KEYS[3], ARGV[4], 'heartbeat', cjson.encode(hb))
 end
 return {lost, cancelled}

@@ -76,8 +76,17 @@ for b, list in pairs(per_backend) do
 end
 local dead = redis.call('HGETALL', KEYS[6])
 if #dead > 0 then redis.call('DEL', KEYS[6]) end
-if ARGV[8] ~= '1' then redis.call('DEL', KEYS[10]) end
+-- Results: the engine acknowledges applied ones with LREM on its next wait; after a
+-- failure (`recover`) every unacknowledged one is returned again.
+local results = {}
+if ARGV[8] == '1' then results = redis.call('LRANGE', KEYS[10], 0, -1) end
 local moved = redis.call('LMPOP', 1, KEYS[9], 'RIGHT', 'COUNT', tonumber(ARGV[6]))
-if moved then redis.call('LPUSH', KEYS[10], unpack(moved[2])) end
-local results = redis.call('LRANGE', KEYS[10], 0, -1)
+if moved then
+  redis.call('LPUSH', KEYS[10], unpack(moved[2]))
+  if ARGV[8] == '1' then
+    results = redis.call('LRANGE', KEYS[10], 0, -1)
+  else
+    for i = #moved[2], 1, -1 do results[#results + 1] = moved[2][i] end
+  end
+end
 return {1, inflight, reclaimed, dead, results, redis.call('EXISTS', KEYS[11]), repaired}
