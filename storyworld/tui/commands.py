@@ -1,0 +1,112 @@
+"""Every action of the console, in one registry: it feeds the key bindings of each screen,
+the command palette and the help screen, so they never disagree. Binding ids let users
+remap keys (Textual keymaps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+__all__ = ["COMMANDS", "Command", "bindings_for", "commands_for", "mutating_actions"]
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    key: str
+    action: str
+    title: str
+    help: str
+    screens: tuple[str, ...]  # screen ids, "*" for every screen
+    mutating: bool = False  # changes the deployment: absent in read-only mode
+    confirm: bool = False  # asks before doing it
+    show: bool = True  # in the footer
+    key_display: str | None = None
+    priority: bool = False
+
+
+COMMANDS: tuple[Command, ...] = (
+    # Dashboard
+    Command("new-episode", "n", "new_episode", "New episode",
+            "Write or paste a script, preview its beats, submit", ("dashboard",), mutating=True),
+    Command("example-episode", "e", "example_episode", "New episode from the example",
+            "Open the new-episode form with the example script loaded", ("dashboard",),
+            mutating=True),
+    Command("open-episode", "enter", "open_episode", "Open episode",
+            "Show the highlighted episode's beats", ("dashboard",), key_display="⏎"),
+    Command("retry-episode", "r", "retry_episode", "Retry failed beats",
+            "Render the highlighted episode's failed or cancelled beats again", ("dashboard",),
+            mutating=True),
+    Command("cancel-episode", "c", "cancel_episode", "Cancel episode",
+            "Stop the episode: waiting jobs are withdrawn, workers stop its jobs",
+            ("dashboard", "episode"), mutating=True, confirm=True),
+    Command("pause", "p", "toggle_pause", "Pause / resume dispatch",
+            "Stop or restart sending new jobs to workers", ("dashboard", "episode", "dead"),
+            mutating=True),
+    Command("dead-letters", "d", "dead_letters", "Dead letters",
+            "Jobs that could not run: reason, payload, requeue or drop", ("dashboard",)),
+    Command("filter-logs", "slash", "filter_logs", "Filter logs",
+            "Show only log lines containing a text", ("dashboard",), key_display="/"),
+    Command("refresh", "ctrl+r", "refresh", "Refresh now",
+            "Read Redis and the database now", ("dashboard", "episode", "dead"), show=False),
+    Command("quit", "q", "quit", "Quit", "Stop the console (and the engine it runs)",
+            ("dashboard",)),
+    # Episode detail
+    Command("retry-beat", "r", "retry_beat", "Retry beat",
+            "Render the highlighted beat again", ("episode",), mutating=True),
+    Command("retry-failed", "R", "retry_failed", "Retry failed beats",
+            "Render every failed or cancelled beat again", ("episode",), mutating=True),
+    Command("copy-clip-link", "y", "copy_clip_link", "Copy clip link",
+            "Copy the link of the highlighted beat's clip", ("episode",)),
+    Command("copy-episode-link", "Y", "copy_episode_link", "Copy episode link",
+            "Copy the link of the composed episode", ("episode",)),
+    # New episode
+    Command("load-example", "ctrl+l", "load_example", "Load the example script",
+            "Replace the script with the example", ("new",), mutating=True, priority=True),
+    Command("submit-episode", "ctrl+s", "submit", "Submit",
+            "Create the episode; the engine dispatches its beats", ("new",), mutating=True,
+            priority=True),
+    # Dead letters
+    Command("requeue-dead", "r", "requeue", "Requeue", "Send the highlighted dead letter again",
+            ("dead",), mutating=True, confirm=True),
+    Command("drop-dead", "x", "drop", "Drop", "Discard the highlighted dead letter",
+            ("dead",), mutating=True, confirm=True),
+    Command("requeue-all-dead", "R", "requeue_all", "Requeue all", "Send every dead letter again",
+            ("dead",), mutating=True, confirm=True),
+    Command("drop-all-dead", "X", "drop_all", "Drop all", "Discard every dead letter",
+            ("dead",), mutating=True, confirm=True),
+    # Everywhere
+    Command("back", "escape", "back", "Back", "Return to the previous screen",
+            ("episode", "new", "dead"), key_display="esc"),
+    Command("help", "question_mark", "help", "Help", "Keys and actions of this screen", ("*",),
+            key_display="?"),
+)  # fmt: skip
+
+
+def commands_for(screen_id: str, *, read_only: bool = False) -> list[Command]:
+    return [
+        c
+        for c in COMMANDS
+        if (screen_id in c.screens or "*" in c.screens) and not (read_only and c.mutating)
+    ]
+
+
+def bindings_for(screen_id: str) -> list[Binding]:
+    """Bindings of a screen (read-only mode hides the mutating ones through check_action)."""
+    return [
+        Binding(
+            c.key,
+            c.action,
+            c.title,
+            show=c.show,
+            key_display=c.key_display,
+            id=c.id,
+            priority=c.priority,
+        )
+        for c in commands_for(screen_id)
+    ]
+
+
+def mutating_actions() -> set[str]:
+    return {c.action for c in COMMANDS if c.mutating}

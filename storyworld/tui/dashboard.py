@@ -1,0 +1,354 @@
+"""The main screen: queues, Redis cost, workers, episodes, uploads and logs."""
+
+from __future__ import annotations
+
+import math
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Input, Sparkline, Static
+
+from storyworld.tui import format as fmt
+from storyworld.tui.data import HealthView, Snapshot, WorkerView, effective_state
+from storyworld.tui.screens import LiveScreen, bindings
+from storyworld.tui.widgets import KeyedTable, LogPane, Row, Tones
+
+__all__ = ["Dashboard", "alert_text", "status_text"]
+
+WORKER_COLUMNS = [
+    ("worker", "id"),
+    ("host", "host"),
+    ("GPU", "gpu"),
+    ("backends", "backends"),
+    ("state", "state"),
+    ("job", "job"),
+    ("progress", "progress"),
+    ("heartbeat", "seen"),
+    ("done", "done"),
+    ("failed", "failed"),
+    ("uptime", "uptime"),
+]
+EPISODE_COLUMNS = [
+    ("episode", "id"),
+    ("title", "title"),
+    ("state", "state"),
+    ("progress", "progress"),
+    ("elapsed", "elapsed"),
+    ("failed", "failed"),
+]
+UPLOAD_COLUMNS = [
+    ("time", "at"),
+    ("episode", "where"),
+    ("key", "key"),
+    ("size", "size"),
+    ("speed", "speed"),
+]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def status_text(snap: Snapshot, tones: Tones) -> Text:
+    """The top line: where, who dispatches, paused, health of each dependency."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(" StoryWorld ", style="bold")
+    if snap.read_only:
+        t.append(" READ-ONLY ", style=tones.warning + Style(reverse=True))
+    t.append(f" {snap.deployment} ", style=tones.muted)
+    t.append("· engine: ")
+    tone = "success" if snap.engine.role == "leader" else "plain"
+    if snap.engine.role == "off" and "nothing" in snap.engine.text:
+        tone = "warning"
+    t.append(snap.engine.text or "…", style=tones[tone])
+    t.append(" · ")
+    if snap.engine.paused:
+        t.append("⏸ paused", style=tones.warning)
+    else:
+        t.append("▶ dispatch on", style=tones.success)
+    t.append(" · ")
+    h = snap.health
+    for name, problem in (("Redis", h.redis), ("DB", h.db), ("Storage", h.storage)):
+        if problem:
+            t.append(f"{name} ✗ ", style=tones.error)
+        else:
+            t.append(f"{name} ✓ ", style=tones.success)
+    return t
+
+
+def alert_text(h: HealthView, now: float) -> str:
+    """'Redis unreachable — retrying in 4 s', one line per problem."""
+    lines = []
+    for problem, retry_at in (
+        (h.redis, h.redis_retry_at),
+        (h.db, h.db_retry_at),
+        (h.storage, h.storage_retry_at),
+    ):
+        if problem:
+            wait = max(0, math.ceil((retry_at or now) - now))
+            lines.append(
+                f"⚠ {problem} — retrying in {wait} s" if wait else f"⚠ {problem} — retrying now"
+            )
+    return "\n".join(lines)
+
+
+def _worker_row(w: WorkerView, now: float, snap: Snapshot, tones: Tones) -> Row:
+    state = effective_state(w, now, snap.thresholds)
+    seen = fmt.age(now - w.seen) if w.seen else "–"
+    uptime = fmt.age(now - w.started_at) if w.started_at else "–"
+    progress = w.progress if state in ("busy", "draining") else None
+    job = w.job if state in ("busy", "draining") else ""
+    if job and w.beat:
+        job = f"{w.episode[:6]} beat {int(w.beat) + 1 if w.beat.isdigit() else w.beat}"
+        if w.stage and w.stage != "rendering":
+            job += f" ({w.stage})"
+    sig = (w, state, seen, uptime)
+
+    def cells() -> list[Text]:
+        label, tone = fmt.state_label(state, fmt.WORKER_STATES)
+        bar = ""
+        if progress is not None:
+            bar = f"{fmt.bar(progress, 10)} {progress * 100:3.0f}%"
+        return [
+            tones.text(w.id),
+            tones.text(w.host, "muted"),
+            tones.text(w.gpu or "CPU", "plain" if w.gpu else "muted"),
+            tones.text(w.backends, "muted"),
+            tones.text(label, tone),
+            tones.text(job),
+            tones.text(bar, "accent"),
+            tones.text(seen, "warning" if state in ("stale", "gone") else "plain"),
+            tones.text(str(w.done)),
+            tones.text(str(w.failed), "error" if w.failed else "plain"),
+            tones.text(uptime, "muted"),
+        ]
+
+    return Row(w.id, sig, cells)
+
+
+class FilterInput(Input):
+    """The log filter: `/` shows it, enter keeps the filter, escape clears it."""
+
+    BINDINGS = [Binding("escape", "clear", "Clear filter")]
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.display = False
+        self.screen.query_one("#episodes").focus()
+
+
+class Dashboard(LiveScreen):
+    SCREEN_ID = "dashboard"
+    BINDINGS = bindings("dashboard")
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Static(id="alert")
+        with Horizontal(id="top"):
+            with Vertical(id="queues", classes="panel"):
+                yield Static(id="queue-text")
+                yield Sparkline([], id="depth")
+            yield Static(id="cost", classes="panel")
+        yield KeyedTable(WORKER_COLUMNS, id="workers", classes="panel")
+        with Horizontal(id="middle"):
+            yield KeyedTable(EPISODE_COLUMNS, id="episodes", classes="panel")
+            yield KeyedTable(UPLOAD_COLUMNS, id="uploads", classes="panel")
+        with Horizontal(id="logs"):
+            yield LogPane(id="engine-log", classes="panel")
+            yield LogPane(id="worker-log", classes="panel")
+        yield FilterInput(placeholder="filter log lines (enter: keep, esc: clear)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#queues").border_title = "Queues"
+        self.query_one("#cost").border_title = "Redis cost"
+        self.query_one("#workers").border_title = "Workers"
+        self.query_one("#episodes").border_title = "Episodes"
+        self.query_one("#uploads").border_title = "Uploads"
+        self.query_one("#engine-log").border_title = "Engine log"
+        self.query_one("#worker-log").border_title = "Worker log"
+        self.query_one("#episodes", KeyedTable).focus()
+
+    # ------------------------------------------------------------------ rendering
+    def show(self, snap: Snapshot, now: float) -> None:
+        tones = self.console.tones
+        self.query_one("#status", Static).update(status_text(snap, tones))
+        alert = self.query_one("#alert", Static)
+        message = alert_text(snap.health, now)
+        alert.display = bool(message)
+        if message:
+            alert.update(Text(message, style=tones.error))
+        self._show_queues(snap, now, tones)
+        self._show_cost(snap, tones)
+        workers = self.query_one("#workers", KeyedTable)
+        workers.sync(_worker_row(w, now, snap, tones) for w in snap.workers)
+        workers.border_subtitle = f"{len(snap.workers)} known"
+        self._show_episodes(snap, now, tones)
+        self._show_uploads(snap, tones)
+        self.query_one("#engine-log", LogPane).set_lines(snap.engine_log)
+        wl = self.query_one("#worker-log", LogPane)
+        wl.set_lines(snap.worker_log)
+        wl.border_title = (
+            f"Worker log: {snap.worker_log_id}" if snap.worker_log_id else "Worker log"
+        )
+        if not snap.engine_log and snap.engine.role == "off":
+            self.query_one("#engine-log").border_subtitle = "the engine runs elsewhere"
+
+    def _show_queues(self, snap: Snapshot, now: float, tones: Tones) -> None:
+        q = snap.queue
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if not q.known:
+            t.append("reading Redis…", style=tones.muted)
+        else:
+            t.append("waiting ")
+            t.append(f"{q.waiting}", style="bold")
+            t.append("   in flight ")
+            t.append(f"{q.in_flight}", style="bold")
+            t.append("   results pending ")
+            t.append(f"{q.results_pending}", style="bold")
+            t.append("   dead letters ")
+            t.append(f"{q.dead}", style=tones.error if q.dead else "bold")
+            if q.dead:
+                t.append(" ✗", style=tones.error)
+            t.append("\noldest waiting ")
+            oldest = now - q.oldest_enqueued_at if q.oldest_enqueued_at else None
+            t.append(fmt.age(oldest) if oldest is not None else "–", style="bold")
+            t.append("   throughput ")
+            t.append(f"{q.throughput_per_min:.1f} jobs/min", style="bold")
+        self.query_one("#queue-text", Static).update(t)
+        spark = self.query_one("#depth", Sparkline)
+        data = [float(x) for x in q.depth_history] or [0.0]
+        if list(spark.data or []) != data:
+            spark.data = data
+
+    def _show_cost(self, snap: Snapshot, tones: Tones) -> None:
+        c = snap.cost
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if c.system_per_min is None:
+            t.append("whole system: measuring…", style=tones.muted)
+        else:
+            t.append("whole system ")
+            t.append(f"{fmt.count(c.system_per_min)}/min", style="bold")
+            t.append(" → ")
+            t.append(f"{fmt.count(c.per_day)}/day", style="bold")
+        t.append(f"\nbudget {fmt.count(c.budget_per_day)}/day")
+        if c.per_day is not None and c.budget_per_day:
+            share = c.per_day / c.budget_per_day
+            tone = "error" if share > 1 else ("warning" if share > 0.8 else "success")
+            glyph = "✗ over" if share > 1 else ("⚠" if share > 0.8 else "✓")
+            t.append(f"  {share * 100:.0f}% {glyph}", style=tones[tone])
+        t.append("\nthis console ")
+        t.append(f"{fmt.count(c.console_commands)}", style="bold")
+        t.append(" commands")
+        if c.console_per_hour is not None:
+            t.append(f" (≈{fmt.count(c.console_per_hour)}/h)")
+        self.query_one("#cost", Static).update(t)
+
+    def _show_episodes(self, snap: Snapshot, now: float, tones: Tones) -> None:
+        rows = []
+        for e in snap.episodes:
+            end = e.finished_at or now
+            elapsed = fmt.duration(end - e.started_at) if e.started_at else "–"
+            sig = (e, elapsed)
+
+            def cells(e=e, elapsed=elapsed) -> list[Text]:
+                label, tone = fmt.state_label(e.state, fmt.EPISODE_STATES)
+                frac = e.beats_done / e.beats_total if e.beats_total else 0.0
+                return [
+                    tones.text(e.id[:6], "muted"),
+                    tones.text(_clip(e.title, 26)),
+                    tones.text(label, tone),
+                    tones.text(f"{fmt.bar(frac, 8)} {e.beats_done}/{e.beats_total}", "accent"),
+                    tones.text(elapsed),
+                    tones.text(str(e.beats_failed), "error" if e.beats_failed else "plain"),
+                ]
+
+            rows.append(Row(e.id, sig, cells))
+        table = self.query_one("#episodes", KeyedTable)
+        table.sync(rows)
+        table.border_subtitle = f"{len(snap.episodes)} newest"
+
+    def _show_uploads(self, snap: Snapshot, tones: Tones) -> None:
+        rows = []
+        for u in snap.uploads:
+            prefix = f"episodes/{u.episode_id}/"
+            key = u.key[len(prefix) :] if u.episode_id and u.key.startswith(prefix) else u.key
+            key = key.removeprefix("beats/")
+            where = u.episode_id[:6]
+            if u.beat_index is not None:
+                where += f" b{u.beat_index + 1}"
+
+            def cells(u=u, key=key, where=where) -> list[Text]:
+                return [
+                    tones.text(fmt.clock_time(u.at), "muted"),
+                    tones.text(where),
+                    tones.text(key),
+                    tones.text(fmt.size(u.size)),
+                    tones.text(fmt.speed(u.bytes_per_s), "muted"),
+                ]
+
+            rows.append(Row(u.key, u, cells))
+        self.query_one("#uploads", KeyedTable).sync(rows)
+
+    # ------------------------------------------------------------------ events
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "workers" and event.row_key is not None:
+            self.console.source.select_worker(event.row_key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "episodes" and event.row_key.value:
+            self.console.open_episode(event.row_key.value)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            for pane in self.query(LogPane):
+                pane.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.query_one("#episodes", KeyedTable).focus()
+
+    # ------------------------------------------------------------------ actions
+    def _episode(self) -> str | None:
+        key = self.query_one("#episodes", KeyedTable).highlighted_key
+        if key is None:
+            self.notify("No episode is highlighted", severity="warning", timeout=3)
+        return key
+
+    def action_new_episode(self) -> None:
+        self.console.new_episode(example=False)
+
+    def action_example_episode(self) -> None:
+        self.console.new_episode(example=True)
+
+    def action_open_episode(self) -> None:
+        key = self._episode()
+        if key:
+            self.console.open_episode(key)
+
+    def action_retry_episode(self) -> None:
+        key = self._episode()
+        if key:
+            self.console.retry(key, None)
+
+    def action_cancel_episode(self) -> None:
+        key = self._episode()
+        if key:
+            self.console.cancel(key, self)
+
+    def action_toggle_pause(self) -> None:
+        self.console.toggle_pause()
+
+    def action_dead_letters(self) -> None:
+        self.console.open_dead_letters()
+
+    def action_filter_logs(self) -> None:
+        flt = self.query_one("#filter", Input)
+        flt.display = True
+        flt.focus()
+
+    def action_quit(self) -> None:
+        self.console.request_quit()

@@ -1,0 +1,197 @@
+"""Widgets of the console: tables updated row by row by key, log panes with a filter,
+the queue and cost panels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import App
+from textual.color import Color, ColorParseError
+from textual.widgets import DataTable, Log
+
+__all__ = ["KeyedTable", "LogPane", "Row", "Tones", "tones_for"]
+
+
+@dataclass(frozen=True)
+class Tones:
+    """Rich styles for the theme's tones (a status is never told by colour alone)."""
+
+    success: Style
+    warning: Style
+    error: Style
+    accent: Style
+    muted: Style
+    plain: Style
+
+    def __getitem__(self, name: str) -> Style:
+        return getattr(self, name, self.plain)
+
+    def text(self, value: str, tone: str = "plain") -> Text:
+        return Text(value, style=self[tone], no_wrap=True, overflow="ellipsis", end="")
+
+
+def tones_for(app: App) -> Tones:
+    """Styles from the app's theme variables ($text-success ...)."""
+    variables = app.get_css_variables()
+
+    def st(name: str, **kw: bool) -> Style:
+        value = variables.get(name)
+        if not value or app.no_color:
+            return Style(**kw)
+        try:
+            return Style(color=Color.parse(value).rich_color, **kw)
+        except ColorParseError:
+            return Style(**kw)
+
+    return Tones(
+        success=st("text-success"),
+        warning=st("text-warning", bold=True),
+        error=st("text-error", bold=True),
+        accent=st("text-primary"),
+        muted=Style(dim=True),
+        plain=Style(),
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: its key, a cheap signature of what it shows, and how to build its cells
+    (only called when the signature changed)."""
+
+    key: str
+    signature: Hashable
+    cells: Callable[[], Sequence[Text]]
+
+
+class KeyedTable(DataTable[Text]):
+    """A DataTable that is never cleared: `sync()` updates the cells that changed, adds new
+    rows and removes gone ones by key, so the cursor stays on the operator's row."""
+
+    def __init__(self, columns: Sequence[tuple[str, str]], **kw: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kw)  # type: ignore[arg-type]
+        self._column_spec = columns
+        self._signatures: dict[str, Hashable] = {}
+        self._cells: dict[str, tuple[Text, ...]] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for label, key in self._column_spec:
+            self.add_column(label, key=key)
+
+    @property
+    def highlighted_key(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def sync(self, rows: Iterable[Row], *, force: bool = False) -> int:
+        """Show `rows` in this order. Returns how many cells or rows changed."""
+        rows = list(rows)
+        wanted = [r.key for r in rows]
+        keep = self.highlighted_key
+        changes = 0
+        wanted_set = set(wanted)
+        for gone in [k for k in self._order if k not in wanted_set]:
+            self.remove_row(gone)
+            self._signatures.pop(gone, None)
+            self._cells.pop(gone, None)
+            changes += 1
+        columns = [key for _, key in self._column_spec]
+        for r in rows:
+            old_sig = self._signatures.get(r.key)
+            if r.key in self._cells:
+                if not force and old_sig == r.signature:
+                    continue
+                old = self._cells[r.key]
+                merged = []
+                for col, new, before in zip(columns, r.cells(), old, strict=True):
+                    if new != before:
+                        self.update_cell(r.key, col, new, update_width=True)
+                        changes += 1
+                        merged.append(new)
+                    else:
+                        merged.append(before)  # the table keeps the object it has
+                cells = tuple(merged)
+            else:
+                cells = tuple(r.cells())
+                self.add_row(*cells, key=r.key)
+                changes += 1
+            self._cells[r.key] = cells
+            self._signatures[r.key] = r.signature
+        current = [k for k in self._order if k in wanted_set] + [
+            k for k in wanted if k not in self._order
+        ]
+        if current != wanted:
+            position = {k: i for i, k in enumerate(wanted)}
+            first = columns[0]
+            # Sort by the wanted position, looked up through the row's first cell.
+            by_cell = {id(self._cells[k][0]): position[k] for k in wanted}
+            self.sort(first, key=lambda cell: by_cell.get(id(cell), 0))
+        self._order = wanted
+        if keep is not None and keep in wanted_set:
+            index = self.get_row_index(keep)
+            if index != self.cursor_row:
+                self.move_cursor(row=index, scroll=False)
+        return changes
+
+
+class LogPane(Log):
+    """Log lines with a filter; new lines are appended, the view is rebuilt only when the
+    filter changes or the source's lines no longer continue the shown ones."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(highlight=False, max_lines=2000, **kw)  # type: ignore[arg-type]
+        self._all: list[str] = []
+        self._filter = ""
+
+    def _match(self, line: str) -> bool:
+        return not self._filter or self._filter in line.lower()
+
+    def set_lines(self, lines: Sequence[str]) -> None:
+        lines = list(lines)
+        if lines == self._all:
+            return
+        overlap = _overlap(self._all, lines)
+        if overlap is None:
+            self._all = lines
+            self._redraw()
+            return
+        added = lines[overlap:]
+        self._all = lines
+        shown = [line for line in added if self._match(line)]
+        if shown:
+            self.write_lines(shown)
+
+    def set_filter(self, text: str) -> None:
+        text = text.strip().lower()
+        if text != self._filter:
+            self._filter = text
+            self._redraw()
+
+    @property
+    def shown_lines(self) -> list[str]:
+        return [line for line in self._all if self._match(line)]
+
+    def _redraw(self) -> None:
+        self.clear()
+        shown = self.shown_lines
+        if shown:
+            self.write_lines(shown)
+
+
+def _overlap(old: list[str], new: list[str]) -> int | None:
+    """How many leading lines of `new` are already shown at the end of `old` (new lines
+    start after them). None if `new` does not continue `old`."""
+    if not old:
+        return 0
+    last = old[-1]
+    for i in range(len(new) - 1, -1, -1):
+        if new[i] == last and new[: i + 1] == old[len(old) - i - 1 :]:
+            return i + 1
+    return None
