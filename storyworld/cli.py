@@ -469,7 +469,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from storyworld.api.server import serve
     except ImportError as e:
         raise CliError(f"the HTTP API needs {e.name}: pip install 'storyworld[api]'") from None
-    return serve(_settings(args), host=args.host, port=args.port, run_engine=not args.no_engine)
+    return serve(_settings(args), host=args.host, port=args.port, run_engine=not args.no_engine,
+                 read_only=args.read_only)
 
 
 # --------------------------------------------------------------------------- parser
@@ -553,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
+    sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
     return p
 

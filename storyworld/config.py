@@ -152,8 +152,9 @@ class Settings:
     veo_api_base: str = "https://generativelanguage.googleapis.com/v1beta"
     veo_fallback_backend: str = ""
     veo_deadline_s: float = 600.0
-    # Console.
+    # Console and API.
     redis_daily_budget: int = 10_000
+    api_token: Secret = field(default_factory=lambda: Secret(""))
 
     @property
     def job_backends(self) -> list[str]:
@@ -234,6 +235,7 @@ _ENV = {
     "VEO_FALLBACK_BACKEND": "veo_fallback_backend",
     "VEO_DEADLINE_SECONDS": "veo_deadline_s",
     "REDIS_DAILY_BUDGET": "redis_daily_budget",
+    "API_TOKEN": "api_token",
 }
 
 ENV_NAMES = dict(_ENV)

@@ -263,8 +263,11 @@ def test_workers_show_heartbeats(client: TestClient, runtime: Runtime, backgroun
 
 
 # --------------------------------------------------------------------------- access
-def test_bearer_token_guards_v1(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_TOKEN", "s3cret-token-value")
+def test_bearer_token_guards_v1(runtime: Runtime, test_env: dict[str, str]) -> None:
+    from storyworld.config import load_settings
+
+    runtime.settings = load_settings(env={**test_env, "API_TOKEN": "s3cret-token-value"},
+                                     env_file=None)
     client = TestClient(build_app(runtime))
     assert client.get("/healthz").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
@@ -277,7 +280,7 @@ def test_bearer_token_guards_v1(runtime: Runtime, monkeypatch: pytest.MonkeyPatc
     ok = {"Authorization": "Bearer s3cret-token-value"}
     assert client.get("/v1/episodes", headers=ok).status_code == 200
 
-    monkeypatch.delenv("API_TOKEN")
+    runtime.settings = load_settings(env=test_env, env_file=None)
     assert TestClient(build_app(runtime)).get("/v1/episodes").status_code == 200
 
 

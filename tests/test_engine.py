@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from sqlalchemy import func, select
+from test_e2e_local import wait_for
 
 from storyworld.engine import services
 from storyworld.engine.models import Beat, JobRow, Transition, Upload
@@ -14,7 +15,6 @@ from storyworld.engine.planner import plan_script
 from storyworld.protocol import ErrorKind, Result, ResultStatus, parse_job
 from storyworld.worker.backends.animatic import AnimaticBackend
 from storyworld.worker.backends.base import PermanentRenderError, TransientRenderError
-from test_e2e_local import wait_for
 
 SCRIPT = "# Two\n\n[1s] One.\n\n[1s] Two.\n"
 

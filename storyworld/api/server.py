@@ -9,7 +9,6 @@ the connections.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from types import FrameType
@@ -24,7 +23,7 @@ from storyworld.config import Settings
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.runtime import Runtime, open_runtime
 
-__all__ = ["api_token_from_env", "build_app", "serve"]
+__all__ = ["build_app", "serve"]
 
 log = logging.getLogger("storyworld.api")
 
@@ -32,14 +31,10 @@ ENGINE_JOIN_S = 30.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def api_token_from_env() -> str | None:
-    """`API_TOKEN` from the process environment (empty means no authentication)."""
-    return os.environ.get("API_TOKEN", "").strip() or None
-
-
 def build_app(runtime: Runtime, *, read_only: bool = False) -> FastAPI:
-    """The app `serve` runs: `create_app` with the token from the environment."""
-    return create_app(runtime, read_only=read_only, api_token=api_token_from_env())
+    """The app `serve` runs: `create_app` with the API_TOKEN setting."""
+    token = runtime.settings.api_token.get().strip() or None
+    return create_app(runtime, read_only=read_only, api_token=token)
 
 
 def _start_engine(rt: Runtime, stop: threading.Event) -> tuple[Orchestrator, threading.Thread]:
@@ -84,7 +79,7 @@ def serve(
     old: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if api_token_from_env() is None and host not in LOOPBACK:
+    if not settings.api_token and host not in LOOPBACK:
         log.warning(
             "API_TOKEN is not set: anyone who can reach %s:%d can create and cancel episodes",
             host,
