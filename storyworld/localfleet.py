@@ -49,6 +49,8 @@ class LocalFleet:
         env["PYTHONUNBUFFERED"] = "1"
         # A local stop should be quick: finish within 5 s or hand the job back.
         env.setdefault("SHUTDOWN_GRACE_SECONDS", "5")
+        # The local Redis is not metered: show progress every second.
+        env.setdefault("PROGRESS_INTERVAL_SECONDS", "1")
         if isinstance(self.store, LocalStore):
             env["STORAGE_URL"] = self.store.root.as_uri()
         return env
