@@ -139,7 +139,9 @@ def test_an_operation_ending_in_quota_error_is_transient(veo_settings, render_co
 
 def test_the_deadline_is_transient(veo_settings, render_context):
     settings = veo_settings("veo-never", VEO_DEADLINE_SECONDS="0.3")
-    with pytest.raises(TransientRenderError, match=r"not done after 0 s \(VEO_DEADLINE_SECONDS\)"):
+    with pytest.raises(
+        TransientRenderError, match=r"not done after 0.3 s \(VEO_DEADLINE_SECONDS\)"
+    ):
         VeoBackend(settings).render(render_context(make_job("veo"), settings))
 
 

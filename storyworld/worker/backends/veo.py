@@ -280,7 +280,7 @@ class VeoBackend(RenderBackend):
             if remaining <= 0:
                 why = f" (last problem: {self._scrub(last_problem)})" if last_problem else ""
                 raise TransientRenderError(
-                    f"Veo operation {operation} not done after {self.deadline_s:.0f} s "
+                    f"Veo operation {operation} not done after {self.deadline_s:g} s "
                     f"(VEO_DEADLINE_SECONDS){why}",
                     fallback_backend=self.fallback,
                 )
