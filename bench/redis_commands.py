@@ -270,7 +270,7 @@ def sigkill_recovery() -> float:
             dep.engine()
             victim = dep.worker("victim")
             ep = services.create_episode(
-                dep.rt, plan_script("[100s] A very long shot."), script="x"
+                dep.rt, plan_script("[100s] A very long shot.", max_beat_s=120), script="x"
             )["id"]
             q = dep.rt.queue
             job = None
