@@ -89,11 +89,73 @@ def _session() -> boto3.session.Session:
     return _SESSION
 
 
+def _validate(
+    bucket: str, endpoint: str, access_key: Secret, secret_key: Secret,
+    presign_expiry_s: int, multipart_threshold_mb: float, retry_mode: str,
+) -> None:
+    """Refuse settings that cannot work, saying which one and how to fix it."""
+    if not bucket:
+        raise ConfigError("S3_BUCKET is not set (or use STORAGE_URL=s3://bucket/prefix)")
+    if bool(access_key) != bool(secret_key):
+        missing = "S3_SECRET_KEY" if access_key else "S3_ACCESS_KEY"
+        raise ConfigError(f"{missing} is not set; set both S3_ACCESS_KEY and S3_SECRET_KEY")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "S3_ENDPOINT must be a URL such as "
+                f"https://<account>.r2.cloudflarestorage.com (got {endpoint!r})"
+            )
+        if parts.path.strip("/"):
+            raise ConfigError(
+                "S3_ENDPOINT must not contain the bucket or a path; put the bucket in "
+                f"S3_BUCKET and the path in S3_PREFIX (got {endpoint!r})"
+            )
+    if not 0 < presign_expiry_s <= MAX_PRESIGN_EXPIRY_S:
+        raise ConfigError(
+            f"S3_PRESIGN_EXPIRY must be between 1 and {MAX_PRESIGN_EXPIRY_S} seconds"
+        )
+    if multipart_threshold_mb <= 0:
+        raise ConfigError("S3_MULTIPART_THRESHOLD_MB must be positive")
+    if retry_mode not in ("standard", "adaptive", "legacy"):
+        raise ConfigError("retry mode must be standard, adaptive or legacy")
+
+
+def _client_config(
+    region_name: str | None, path_style: bool, connect_timeout_s: float,
+    read_timeout_s: float, max_attempts: int, retry_mode: str, max_pool_connections: int,
+) -> Config:
+    """botocore settings that work on R2 and AWS (see the module docstring)."""
+    return Config(
+        region_name=region_name,
+        signature_version="s3v4",
+        s3={
+            "addressing_style": "path" if path_style else "auto",
+            # Without a Content-MD5 or CRC header (`when_required` sends none), botocore
+            # SHA-256-hashes every request body to sign it: a second pass over each
+            # upload. The body is covered by TLS on the way and, end to end, by the
+            # signed x-amz-meta-sha256 that get_file verifies; R2 and AWS accept
+            # UNSIGNED-PAYLOAD.
+            "payload_signing_enabled": False,
+        },
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # Attempts in all, the first included: throttling, 5xx and connection errors
+        # are retried with exponential backoff and jitter.
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        max_pool_connections=max_pool_connections,
+    )
+
+
 class S3Store(ArtifactStore):
     """Artifacts in an S3 bucket, under an optional key prefix.
 
     Links are made on demand by `url_for` and never stored: presigned GETs, or plain
-    URLs under `public_base_url` (an R2 custom domain or public bucket).
+    URLs under `public_base_url` (an R2 custom domain or public bucket). The tuning
+    arguments (part size, threads, timeouts, attempts) have no environment names; their
+    defaults suit R2 over a WAN link.
     """
 
     kind = "s3"
@@ -118,34 +180,10 @@ class S3Store(ArtifactStore):
         max_attempts: int = 5,
         retry_mode: str = "standard",
     ) -> None:
-        if not bucket:
-            raise ConfigError("S3_BUCKET is not set (or use STORAGE_URL=s3://bucket/prefix)")
         access_key = access_key or Secret("")
         secret_key = secret_key or Secret("")
-        if bool(access_key) != bool(secret_key):
-            missing = "S3_SECRET_KEY" if access_key else "S3_ACCESS_KEY"
-            raise ConfigError(f"{missing} is not set; set both S3_ACCESS_KEY and S3_SECRET_KEY")
-        if endpoint:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(
-                    "S3_ENDPOINT must be a URL such as "
-                    f"https://<account>.r2.cloudflarestorage.com (got {endpoint!r})"
-                )
-            if parts.path.strip("/"):
-                raise ConfigError(
-                    "S3_ENDPOINT must not contain the bucket or a path; put the bucket in "
-                    f"S3_BUCKET and the path in S3_PREFIX (got {endpoint!r})"
-                )
-        if not 0 < presign_expiry_s <= MAX_PRESIGN_EXPIRY_S:
-            raise ConfigError(
-                f"S3_PRESIGN_EXPIRY must be between 1 and {MAX_PRESIGN_EXPIRY_S} seconds"
-            )
-        if multipart_threshold_mb <= 0:
-            raise ConfigError("S3_MULTIPART_THRESHOLD_MB must be positive")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
-            raise ConfigError("retry mode must be standard, adaptive or legacy")
-
+        _validate(bucket, endpoint, access_key, secret_key, presign_expiry_s,
+                  multipart_threshold_mb, retry_mode)
         self.bucket = bucket
         self.endpoint = endpoint.rstrip("/")
         self.region = region or "auto"
@@ -165,24 +203,9 @@ class S3Store(ArtifactStore):
         # `auto` is R2's region; on AWS without an endpoint it is no region at all, so let
         # botocore start at us-east-1 and follow the bucket's region redirect.
         region_name = None if (self.region == "auto" and not self.endpoint) else self.region
-        config = Config(
-            region_name=region_name,
-            signature_version="s3v4",
-            s3={
-                "addressing_style": "path" if path_style else "auto",
-                # Without a Content-MD5 or CRC header (`when_required` sends none),
-                # botocore SHA-256-hashes every request body to sign it: a second pass
-                # over each upload. The body is already covered by TLS on the way and,
-                # end to end, by the signed x-amz-meta-sha256 that get_file verifies;
-                # R2 and AWS accept UNSIGNED-PAYLOAD.
-                "payload_signing_enabled": False,
-            },
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-            max_pool_connections=max(10, max_concurrency + 2),
+        config = _client_config(
+            region_name, path_style, connect_timeout_s, read_timeout_s, max_attempts,
+            retry_mode, max_pool_connections=max(10, max_concurrency + 2),
         )
         with _SESSION_LOCK:
             self._client: Any = _session().client(
