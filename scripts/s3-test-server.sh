@@ -46,7 +46,8 @@ fail() {
 # straight away: the cluster holds nothing worth saving, and a polite SIGTERM costs
 # ~2 s per daemon.
 stop_cluster() {
-    local dir="$1" pidfile pid
+    local dir pidfile pid
+    dir="$(cd "$1" 2>/dev/null && pwd)" || return 0
     [ -d "$dir/run" ] || return 0
     for pidfile in "$dir"/run/*.pid; do
         [ -e "$pidfile" ] || continue
