@@ -26,6 +26,7 @@ from storyworld.worker.backends.diffusion import (
     choose_placement,
     diffusion_missing,
     free_accelerator_memory,
+    job_option,
     load_pretrained,
     make_generator,
     model_problem,
@@ -148,7 +149,7 @@ class AnimateDiffBackend(RenderBackend):
         width, height = snap_size(spec.width, spec.height)
         num_frames = spec.frame_count
         prompt = prompt_for(spec)
-        decode_chunk = int(spec.options.get("decode_chunk_size", 16))
+        decode_chunk = job_option(spec, "decode_chunk_size", 16, int)
 
         def work() -> tuple[list[Any], bool]:
             with PIPELINES.use(self._key, self._load) as pipe:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from storyworld.protocol import RenderSpec
 from storyworld.worker.backends.base import (
     BackendUnavailable,
     PermanentRenderError,
@@ -47,6 +48,7 @@ __all__ = [
     "free_accelerator_memory",
     "hf_offline",
     "is_out_of_memory",
+    "job_option",
     "load_pretrained",
     "make_generator",
     "model_problem",
@@ -367,6 +369,20 @@ def step_callback(
         return kwargs
 
     return on_step_end
+
+
+def job_option(spec: RenderSpec, name: str, default: Any, kind: type) -> Any:
+    """`spec.options[name]` as `kind`, or `default`; a value of the wrong kind is the
+    job's fault (permanent), not the worker's."""
+    value = spec.options.get(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise PermanentRenderError(
+            f"job option {name}={value!r} is not a {kind.__name__}"
+        ) from None
 
 
 def pick_seed(seed: int | None) -> int:

@@ -21,7 +21,6 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storyworld.config import Settings
-from storyworld.protocol import RenderSpec
 from storyworld.worker.backends.animatediff import prompt_for
 from storyworld.worker.backends.base import (
     BackendUnavailable,
@@ -37,6 +36,7 @@ from storyworld.worker.backends.diffusion import (
     choose_placement,
     diffusion_missing,
     free_accelerator_memory,
+    job_option,
     load_pretrained,
     make_generator,
     model_problem,
@@ -58,18 +58,6 @@ DEFAULT_NOISE_AUG_STRENGTH = 0.02
 DEFAULT_DECODE_CHUNK_SIZE = 8
 DEFAULT_MIN_GUIDANCE = 1.0
 DEFAULT_MAX_GUIDANCE = 3.0
-
-
-def _option(spec: RenderSpec, name: str, default: Any, kind: type) -> Any:
-    value = spec.options.get(name)
-    if value is None:
-        return default
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise PermanentRenderError(
-            f"job option {name}={value!r} is not a {kind.__name__}"
-        ) from None
 
 
 def _native_size(pipe: Any, width: int, height: int) -> tuple[int, int]:
@@ -171,13 +159,13 @@ class SVDBackend(RenderBackend):
         steps = spec.steps or self.default_steps
         seed = pick_seed(spec.seed)
         width, height = snap_size(spec.width, spec.height)
-        motion_bucket_id = _option(spec, "motion_bucket_id", DEFAULT_MOTION_BUCKET_ID, int)
-        noise_aug = _option(spec, "noise_aug_strength", DEFAULT_NOISE_AUG_STRENGTH, float)
-        min_guidance = _option(spec, "min_guidance_scale", DEFAULT_MIN_GUIDANCE, float)
+        motion_bucket_id = job_option(spec, "motion_bucket_id", DEFAULT_MOTION_BUCKET_ID, int)
+        noise_aug = job_option(spec, "noise_aug_strength", DEFAULT_NOISE_AUG_STRENGTH, float)
+        min_guidance = job_option(spec, "min_guidance_scale", DEFAULT_MIN_GUIDANCE, float)
         default_max = spec.guidance if spec.guidance is not None else DEFAULT_MAX_GUIDANCE
-        max_guidance = _option(spec, "max_guidance_scale", default_max, float)
+        max_guidance = job_option(spec, "max_guidance_scale", default_max, float)
         drawn_keyframe = spec.conditioning_key is None and bool(self.keyframe_model)
-        keyframe_steps = _option(spec, "keyframe_steps", self.keyframe_steps, int)
+        keyframe_steps = job_option(spec, "keyframe_steps", self.keyframe_steps, int)
         total = steps + (keyframe_steps if drawn_keyframe else 0)
 
         def work() -> dict[str, Any]:
@@ -185,11 +173,11 @@ class SVDBackend(RenderBackend):
             ctx.check_cancelled()
             with PIPELINES.use(self._key, self._load) as pipe:
                 trained = int(getattr(pipe.unet.config, "num_frames", 25) or 25)
-                cap = _option(spec, "max_frames", trained, int)
+                cap = job_option(spec, "max_frames", trained, int)
                 num_frames = max(2, min(spec.frame_count, cap))
                 clip_fps = max(1, round(num_frames / spec.duration_s))
-                fps = _option(spec, "fps", clip_fps, int)
-                chunk = _option(spec, "decode_chunk_size", DEFAULT_DECODE_CHUNK_SIZE, int)
+                fps = job_option(spec, "fps", clip_fps, int)
+                chunk = job_option(spec, "decode_chunk_size", DEFAULT_DECODE_CHUNK_SIZE, int)
                 result = pipe(
                     image,
                     height=height,
