@@ -123,7 +123,7 @@ class Settings:
     # Protocol timings (seconds). Defaults are chosen for a metered Redis.
     lease_s: float = 30.0
     lease_renew_s: float = 10.0
-    reclaim_interval_s: float = 10.0
+    reclaim_interval_s: float = 5.0
     worker_idle_block_s: float = 150.0
     engine_idle_block_s: float = 150.0
     engine_lease_s: float = 360.0
