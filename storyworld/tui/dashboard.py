@@ -19,37 +19,33 @@ from storyworld.tui.widgets import KeyedTable, LogPane, Row, Tones
 __all__ = ["Dashboard", "alert_text", "status_text"]
 
 WORKER_COLUMNS = [
-    ("worker", "id"),
-    ("host", "host"),
-    ("GPU", "gpu"),
-    ("backends", "backends"),
-    ("state", "state"),
-    ("job", "job"),
-    ("progress", "progress"),
-    ("heartbeat", "seen"),
-    ("done", "done"),
-    ("failed", "failed"),
-    ("uptime", "uptime"),
+    ("worker", "id", 16),
+    ("host", "host", 10),
+    ("GPU", "gpu", 20),
+    ("backends", "backends", 14),
+    ("state", "state", 10),
+    ("job", "job", 18),
+    ("progress", "progress", 15),
+    ("heartbeat", "seen", 9),
+    ("done", "done", 5),
+    ("failed", "failed", 6),
+    ("uptime", "uptime", 7),
 ]
 EPISODE_COLUMNS = [
-    ("episode", "id"),
-    ("title", "title"),
-    ("state", "state"),
-    ("progress", "progress"),
-    ("elapsed", "elapsed"),
-    ("failed", "failed"),
+    ("id", "id", 6),
+    ("title", "title", 18),
+    ("state", "state", 12),
+    ("progress", "progress", 14),
+    ("elapsed", "elapsed", 9),
+    ("failed", "failed", 6),
 ]
 UPLOAD_COLUMNS = [
-    ("time", "at"),
-    ("episode", "where"),
-    ("key", "key"),
-    ("size", "size"),
-    ("speed", "speed"),
+    ("time", "at", 8),
+    ("episode", "where", 10),
+    ("key", "key", 24),
+    ("size", "size", 8),
+    ("speed", "speed", 10),
 ]
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def status_text(snap: Snapshot, tones: Tones) -> Text:
@@ -259,7 +255,7 @@ class Dashboard(LiveScreen):
                 frac = e.beats_done / e.beats_total if e.beats_total else 0.0
                 return [
                     tones.text(e.id[:6], "muted"),
-                    tones.text(_clip(e.title, 26)),
+                    tones.text(e.title),
                     tones.text(label, tone),
                     tones.text(f"{fmt.bar(frac, 8)} {e.beats_done}/{e.beats_total}", "accent"),
                     tones.text(elapsed),

@@ -17,10 +17,10 @@ from storyworld.tui.widgets import KeyedTable, Row
 __all__ = ["DeadLettersScreen", "pretty_payload"]
 
 DEAD_COLUMNS = [
-    ("job", "job"),
-    ("when", "at"),
-    ("worker", "worker"),
-    ("reason", "reason"),
+    ("job", "job", 22),
+    ("when", "at", 8),
+    ("worker", "worker", 14),
+    ("reason", "reason", 80),
 ]
 
 

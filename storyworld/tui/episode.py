@@ -19,13 +19,13 @@ from storyworld.tui.widgets import KeyedTable, Row, Tones
 __all__ = ["EpisodeScreen", "header_text"]
 
 BEAT_COLUMNS = [
-    ("#", "index"),
-    ("state", "state"),
-    ("tries", "attempts"),
-    ("backend", "backend"),
-    ("worker", "worker"),
-    ("render", "duration"),
-    ("last error", "error"),
+    ("#", "index", 3),
+    ("state", "state", 11),
+    ("tries", "attempts", 5),
+    ("backend", "backend", 11),
+    ("worker", "worker", 14),
+    ("render", "duration", 8),
+    ("last error", "error", 30),
 ]
 
 

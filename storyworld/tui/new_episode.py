@@ -16,11 +16,11 @@ from storyworld.tui.widgets import KeyedTable, Row
 __all__ = ["NewEpisodeScreen"]
 
 PLAN_COLUMNS = [
-    ("#", "index"),
-    ("secs", "secs"),
-    ("scene", "scene"),
-    ("beat", "text"),
-    ("captions", "captions"),
+    ("#", "index", 3),
+    ("secs", "secs", 5),
+    ("scene", "scene", 12),
+    ("beat", "text", 28),
+    ("captions", "captions", 14),
 ]
 FORMATS = [("guess from the text", "auto"), ("plain text", "plain"), ("Fountain", "fountain")]
 

@@ -70,7 +70,7 @@ class KeyedTable(DataTable[Text]):
     """A DataTable that is never cleared: `sync()` updates the cells that changed, adds new
     rows and removes gone ones by key, so the cursor stays on the operator's row."""
 
-    def __init__(self, columns: Sequence[tuple[str, str]], **kw: object) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str, int]], **kw: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)  # type: ignore[arg-type]
         self._column_spec = columns
         self._signatures: dict[str, Hashable] = {}
@@ -78,8 +78,10 @@ class KeyedTable(DataTable[Text]):
         self._order: list[str] = []
 
     def on_mount(self) -> None:
-        for label, key in self._column_spec:
-            self.add_column(label, key=key)
+        # Fixed widths: columns do not jitter as values change, and no cell is ever drawn
+        # at a provisional width (auto widths are settled later, on idle).
+        for label, key, width in self._column_spec:
+            self.add_column(label, key=key, width=width)
 
     @property
     def highlighted_key(self) -> str | None:
@@ -102,7 +104,7 @@ class KeyedTable(DataTable[Text]):
             self._signatures.pop(gone, None)
             self._cells.pop(gone, None)
             changes += 1
-        columns = [key for _, key in self._column_spec]
+        columns = [key for _, key, _ in self._column_spec]
         for r in rows:
             old_sig = self._signatures.get(r.key)
             if r.key in self._cells:
@@ -112,7 +114,7 @@ class KeyedTable(DataTable[Text]):
                 merged = []
                 for col, new, before in zip(columns, r.cells(), old, strict=True):
                     if new != before:
-                        self.update_cell(r.key, col, new, update_width=True)
+                        self.update_cell(r.key, col, new)
                         changes += 1
                         merged.append(new)
                     else:

@@ -1,0 +1,74 @@
+"""SVG snapshots of the console's screens with fixed data and a frozen clock
+(pytest-textual-snapshot; update with `pytest tests/tui --snapshot-update`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from storyworld.tui.dead_letters import DeadLettersScreen
+from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.new_episode import NewEpisodeScreen
+
+from .conftest import rows_of, text_of, until
+from .sample import EP, sample_app
+
+SIZE = (160, 48)
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times on screen are local times: pin the zone so baselines match everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_dashboard(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
+        await until(pilot, lambda: rows_of(pilot.app.screen.query_one("#workers")))
+        await pilot.pause()
+
+    assert snap_compare(sample_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_episode_detail(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def open_detail(pilot) -> None:  # type: ignore[no-untyped-def]
+        app = pilot.app
+        await until(pilot, lambda: rows_of(app.screen.query_one("#episodes")))
+        app.open_episode(EP)
+        screen = await until(pilot, lambda: isinstance(app.screen, EpisodeScreen) and app.screen)
+        await until(pilot, lambda: "▀" in text_of(screen.query_one("#keyframe")))
+        await pilot.pause()
+
+    assert snap_compare(sample_app(), terminal_size=SIZE, run_before=open_detail)
+
+
+def test_new_episode_with_the_example(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def open_form(pilot) -> None:  # type: ignore[no-untyped-def]
+        app = pilot.app
+        await until(pilot, lambda: rows_of(app.screen.query_one("#episodes")))
+        await pilot.press("e")
+        screen = await until(pilot, lambda: isinstance(app.screen, NewEpisodeScreen) and app.screen)
+        await until(pilot, lambda: len(rows_of(screen.query_one("#plan"))) == 3)
+        await pilot.pause()
+
+    assert snap_compare(sample_app(), terminal_size=SIZE, run_before=open_form)
+
+
+def test_dead_letters(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def open_dead(pilot) -> None:  # type: ignore[no-untyped-def]
+        app = pilot.app
+        await until(pilot, lambda: rows_of(app.screen.query_one("#episodes")))
+        await pilot.press("d")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen
+        )
+        await until(pilot, lambda: len(rows_of(screen.query_one("#dead"))) == 2)
+        await pilot.pause()
+
+    assert snap_compare(sample_app(), terminal_size=SIZE, run_before=open_dead)
