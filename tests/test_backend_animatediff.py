@@ -61,7 +61,7 @@ def test_pipeline_is_loaded_once_and_a_seed_reproduces_the_clip(
     assert [f.tobytes() for f in a.frames] == [f.tobytes() for f in b.frames]
 
 
-def test_a_cancelled_job_stops_at_the_next_step(gpu_settings, render_context, fresh_pipelines):
+def test_a_cancelled_job_stops_at_the_next_step(gpu_settings, render_context):
     settings = gpu_settings()
     job = make_job("animatediff", steps=6)
     ctx = render_context(job, settings, cancel_at=2)

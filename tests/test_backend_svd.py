@@ -23,7 +23,7 @@ def _backend(settings):
     return SVDBackend(settings)
 
 
-def test_animates_a_stored_keyframe(gpu_settings, render_context, fresh_pipelines, tmp_path):
+def test_animates_a_stored_keyframe(gpu_settings, render_context, tmp_path):
     keyframe = tmp_path / "given.png"
     Image.new("RGB", (128, 96), (200, 40, 40)).save(keyframe)
     settings = gpu_settings()
@@ -45,9 +45,7 @@ def test_animates_a_stored_keyframe(gpu_settings, render_context, fresh_pipeline
     assert ctx.progress_log.calls[:2] == [(1, 2), (2, 2)]
 
 
-def test_without_a_keyframe_it_animates_the_animatic_frame(
-    gpu_settings, render_context, fresh_pipelines
-):
+def test_without_a_keyframe_it_animates_the_animatic_frame(gpu_settings, render_context):
     from storyworld.worker.backends.animatic import draw_keyframe
 
     settings = gpu_settings()
@@ -83,7 +81,7 @@ def test_use_diffusion_draws_the_keyframe_with_the_keyframe_model(
     assert len(out.frames) == 8
 
 
-def test_frames_are_capped_and_spread_over_the_beat(gpu_settings, render_context, fresh_pipelines):
+def test_frames_are_capped_and_spread_over_the_beat(gpu_settings, render_context):
     settings = gpu_settings()
     job = make_job("svd", duration_s=1.0, fps=8, options={"max_frames": 4})
     out = _backend(settings).render(render_context(job, settings))
@@ -93,7 +91,7 @@ def test_frames_are_capped_and_spread_over_the_beat(gpu_settings, render_context
     assert out.model_info["num_frames"] == 4
 
 
-def test_a_cancelled_job_stops_at_the_next_step(gpu_settings, render_context, fresh_pipelines):
+def test_a_cancelled_job_stops_at_the_next_step(gpu_settings, render_context):
     settings = gpu_settings()
     ctx = render_context(make_job("svd", steps=6), settings, cancel_at=2)
     with pytest.raises(RenderCancelled):
