@@ -33,7 +33,7 @@ from storyworld.tui.episode import EpisodeScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
 from storyworld.tui.source import Source
-from storyworld.tui.widgets import Tones, tones_for
+from storyworld.tui.widgets import KeyedTable, Tones, tones_for
 
 __all__ = ["ActionsLike", "ConsoleApp", "SnapshotReady", "user_message"]
 
@@ -159,8 +159,9 @@ class ConsoleApp(App[int]):
 
     def _theme_changed(self, _theme: object) -> None:
         self._tones = None
-        for table in self.screen.query("KeyedTable"):
-            table._signatures.clear()  # type: ignore[attr-defined]
+        for screen in self.screen_stack:
+            for table in screen.query(KeyedTable):
+                table.forget_styles()
         self.render_snapshot()
 
     def on_unmount(self) -> None:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from storyworld.tui import format as fmt
 from storyworld.tui.data import HealthView, Snapshot, WorkerView, effective_state
 from storyworld.tui.screens import LiveScreen, bindings
-from storyworld.tui.widgets import KeyedTable, LogPane, Row, Tones
+from storyworld.tui.widgets import KeyedTable, LogPane, Row, Tones, set_content, set_if_changed
 
 __all__ = ["Dashboard", "alert_text", "status_text"]
 
@@ -91,38 +91,38 @@ def alert_text(h: HealthView, now: float) -> str:
     return "\n".join(lines)
 
 
-def _worker_row(w: WorkerView, now: float, snap: Snapshot, tones: Tones) -> Row:
+def _worker_row(w: WorkerView, now: float, snap: Snapshot) -> Row:
     state = effective_state(w, now, snap.thresholds)
-    seen = fmt.age(now - w.seen) if w.seen else "–"
-    uptime = fmt.age(now - w.started_at) if w.started_at else "–"
-    progress = w.progress if state in ("busy", "draining") else None
-    job = w.job if state in ("busy", "draining") else ""
-    if job and w.beat:
-        job = f"{w.episode[:6]} beat {int(w.beat) + 1 if w.beat.isdigit() else w.beat}"
+    active = state in ("busy", "draining")
+    job = ""
+    if active and w.job:
+        job = w.job
+        if w.beat:
+            beat = int(w.beat) + 1 if w.beat.isdigit() else w.beat
+            job = f"{w.episode[:6]} beat {beat}"
         if w.stage and w.stage != "rendering":
             job += f" ({w.stage})"
-    sig = (w, state, seen, uptime)
-
-    def cells() -> list[Text]:
-        label, tone = fmt.state_label(state, fmt.WORKER_STATES)
-        bar = ""
-        if progress is not None:
-            bar = f"{fmt.bar(progress, 10)} {progress * 100:3.0f}%"
-        return [
-            tones.text(w.id),
-            tones.text(w.host, "muted"),
-            tones.text(w.gpu or "CPU", "plain" if w.gpu else "muted"),
-            tones.text(w.backends, "muted"),
-            tones.text(label, tone),
-            tones.text(job),
-            tones.text(bar, "accent"),
-            tones.text(seen, "warning" if state in ("stale", "gone") else "plain"),
-            tones.text(str(w.done)),
-            tones.text(str(w.failed), "error" if w.failed else "plain"),
-            tones.text(uptime, "muted"),
-        ]
-
-    return Row(w.id, sig, cells)
+    progress = ""
+    if active and w.progress is not None:
+        progress = f"{fmt.bar(w.progress, 10)} {w.progress * 100:3.0f}%"
+    label, tone = fmt.state_label(state, fmt.WORKER_STATES)
+    late = state in ("stale", "gone")
+    return Row(
+        w.id,
+        (
+            (w.id, "plain"),
+            (w.host, "muted"),
+            (w.gpu or "CPU", "plain" if w.gpu else "muted"),
+            (w.backends, "muted"),
+            (label, tone),
+            (job, "plain"),
+            (progress, "accent"),
+            (fmt.age(now - w.seen) if w.seen else "–", "warning" if late else "plain"),
+            (str(w.done), "plain"),
+            (str(w.failed), "error" if w.failed else "plain"),
+            (fmt.age(now - w.started_at) if w.started_at else "–", "muted"),
+        ),
+    )
 
 
 class FilterInput(Input):
@@ -171,27 +171,28 @@ class Dashboard(LiveScreen):
     # ------------------------------------------------------------------ rendering
     def show(self, snap: Snapshot, now: float) -> None:
         tones = self.console.tones
-        self.query_one("#status", Static).update(status_text(snap, tones))
+        set_content(self.query_one("#status", Static), status_text(snap, tones))
         alert = self.query_one("#alert", Static)
         message = alert_text(snap.health, now)
-        alert.display = bool(message)
+        set_if_changed(alert, "display", bool(message))
         if message:
-            alert.update(Text(message, style=tones.error))
+            set_content(alert, Text(message, style=tones.error), layout=True)
         self._show_queues(snap, now, tones)
         self._show_cost(snap, tones)
         workers = self.query_one("#workers", KeyedTable)
-        workers.sync(_worker_row(w, now, snap, tones) for w in snap.workers)
-        workers.border_subtitle = f"{len(snap.workers)} known"
+        workers.sync((_worker_row(w, now, snap) for w in snap.workers), tones)
+        set_if_changed(workers, "border_subtitle", f"{len(snap.workers)} known")
         self._show_episodes(snap, now, tones)
         self._show_uploads(snap, tones)
         self.query_one("#engine-log", LogPane).set_lines(snap.engine_log)
         wl = self.query_one("#worker-log", LogPane)
         wl.set_lines(snap.worker_log)
-        wl.border_title = (
-            f"Worker log: {snap.worker_log_id}" if snap.worker_log_id else "Worker log"
-        )
+        title = f"Worker log: {snap.worker_log_id}" if snap.worker_log_id else "Worker log"
+        set_if_changed(wl, "border_title", title)
         if not snap.engine_log and snap.engine.role == "off":
-            self.query_one("#engine-log").border_subtitle = "the engine runs elsewhere"
+            set_if_changed(
+                self.query_one("#engine-log"), "border_subtitle", "the engine runs elsewhere"
+            )
 
     def _show_queues(self, snap: Snapshot, now: float, tones: Tones) -> None:
         q = snap.queue
@@ -214,7 +215,7 @@ class Dashboard(LiveScreen):
             t.append(fmt.age(oldest) if oldest is not None else "–", style="bold")
             t.append("   throughput ")
             t.append(f"{q.throughput_per_min:.1f} jobs/min", style="bold")
-        self.query_one("#queue-text", Static).update(t)
+        set_content(self.query_one("#queue-text", Static), t)
         spark = self.query_one("#depth", Sparkline)
         data = [float(x) for x in q.depth_history] or [0.0]
         if list(spark.data or []) != data:
@@ -241,53 +242,52 @@ class Dashboard(LiveScreen):
         t.append(" commands")
         if c.console_per_hour is not None:
             t.append(f" (≈{fmt.count(c.console_per_hour)}/h)")
-        self.query_one("#cost", Static).update(t)
+        set_content(self.query_one("#cost", Static), t)
 
     def _show_episodes(self, snap: Snapshot, now: float, tones: Tones) -> None:
         rows = []
         for e in snap.episodes:
             end = e.finished_at or now
-            elapsed = fmt.duration(end - e.started_at) if e.started_at else "–"
-            sig = (e, elapsed)
-
-            def cells(e=e, elapsed=elapsed) -> list[Text]:
-                label, tone = fmt.state_label(e.state, fmt.EPISODE_STATES)
-                frac = e.beats_done / e.beats_total if e.beats_total else 0.0
-                return [
-                    tones.text(e.id[:6], "muted"),
-                    tones.text(e.title),
-                    tones.text(label, tone),
-                    tones.text(f"{fmt.bar(frac, 8)} {e.beats_done}/{e.beats_total}", "accent"),
-                    tones.text(elapsed),
-                    tones.text(str(e.beats_failed), "error" if e.beats_failed else "plain"),
-                ]
-
-            rows.append(Row(e.id, sig, cells))
+            label, tone = fmt.state_label(e.state, fmt.EPISODE_STATES)
+            frac = e.beats_done / e.beats_total if e.beats_total else 0.0
+            rows.append(
+                Row(
+                    e.id,
+                    (
+                        (e.id[:6], "muted"),
+                        (e.title, "plain"),
+                        (label, tone),
+                        (f"{fmt.bar(frac, 8)} {e.beats_done}/{e.beats_total}", "accent"),
+                        (fmt.duration(end - e.started_at) if e.started_at else "–", "plain"),
+                        (str(e.beats_failed), "error" if e.beats_failed else "plain"),
+                    ),
+                )
+            )
         table = self.query_one("#episodes", KeyedTable)
-        table.sync(rows)
-        table.border_subtitle = f"{len(snap.episodes)} newest"
+        table.sync(rows, tones)
+        set_if_changed(table, "border_subtitle", f"{len(snap.episodes)} newest")
 
     def _show_uploads(self, snap: Snapshot, tones: Tones) -> None:
         rows = []
         for u in snap.uploads:
             prefix = f"episodes/{u.episode_id}/"
             key = u.key[len(prefix) :] if u.episode_id and u.key.startswith(prefix) else u.key
-            key = key.removeprefix("beats/")
             where = u.episode_id[:6]
             if u.beat_index is not None:
                 where += f" b{u.beat_index + 1}"
-
-            def cells(u=u, key=key, where=where) -> list[Text]:
-                return [
-                    tones.text(fmt.clock_time(u.at), "muted"),
-                    tones.text(where),
-                    tones.text(key),
-                    tones.text(fmt.size(u.size)),
-                    tones.text(fmt.speed(u.bytes_per_s), "muted"),
-                ]
-
-            rows.append(Row(u.key, u, cells))
-        self.query_one("#uploads", KeyedTable).sync(rows)
+            rows.append(
+                Row(
+                    u.key,
+                    (
+                        (fmt.clock_time(u.at), "muted"),
+                        (where, "plain"),
+                        (key.removeprefix("beats/"), "plain"),
+                        (fmt.size(u.size), "plain"),
+                        (fmt.speed(u.bytes_per_s), "muted"),
+                    ),
+                )
+            )
+        self.query_one("#uploads", KeyedTable).sync(rows, tones)
 
     # ------------------------------------------------------------------ events
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 from storyworld.tui import format as fmt
 from storyworld.tui.data import DeadLetterView, Snapshot
 from storyworld.tui.screens import LiveScreen, bindings
-from storyworld.tui.widgets import KeyedTable, Row
+from storyworld.tui.widgets import KeyedTable, Row, set_content
 
 __all__ = ["DeadLettersScreen", "pretty_payload"]
 
@@ -67,21 +67,20 @@ class DeadLettersScreen(LiveScreen):
             "requeue sends one again, drop discards it",
             style=tones.muted,
         )
-        self.query_one("#dead-header", Static).update(header)
-        rows = []
-        for i, d in enumerate(self.letters):
-            key = d.job_id or f"corrupt-{i}"
-
-            def cells(d: DeadLetterView = d) -> list[Text]:
-                return [
-                    tones.text(d.job_id or "(unreadable)"),
-                    tones.text(fmt.clock_time(d.at), "muted"),
-                    tones.text(d.worker or "–", "muted"),
-                    tones.text(d.reason.splitlines()[0][:90] if d.reason else "", "error"),
-                ]
-
-            rows.append(Row(key, d, cells))
-        self.query_one("#dead", KeyedTable).sync(rows)
+        set_content(self.query_one("#dead-header", Static), header)
+        rows = [
+            Row(
+                d.job_id or f"corrupt-{i}",
+                (
+                    (d.job_id or "(unreadable)", "plain"),
+                    (fmt.clock_time(d.at), "muted"),
+                    (d.worker or "–", "muted"),
+                    (d.reason.splitlines()[0][:200] if d.reason else "", "error"),
+                ),
+            )
+            for i, d in enumerate(self.letters)
+        ]
+        self.query_one("#dead", KeyedTable).sync(rows, tones)
         self._show_payload()
 
     def _letter(self) -> DeadLetterView | None:
@@ -94,14 +93,14 @@ class DeadLettersScreen(LiveScreen):
         d = self._letter()
         box = self.query_one("#payload", Static)
         if d is None:
-            box.update(Text("No dead letters." if not self.letters else "", style="dim"))
+            set_content(box, Text("No dead letters." if not self.letters else "", style="dim"))
             return
         t = Text()
         t.append("reason: ", style="bold")
         t.append(f"{d.reason}\n\n")
         t.append("payload:\n", style="bold")
         t.append(pretty_payload(d.payload))
-        box.update(t)
+        set_content(box, t, layout=True)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_payload()

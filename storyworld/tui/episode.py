@@ -14,7 +14,7 @@ from storyworld.tui import format as fmt
 from storyworld.tui.data import Snapshot
 from storyworld.tui.keyframe import half_blocks
 from storyworld.tui.screens import LiveScreen, bindings
-from storyworld.tui.widgets import KeyedTable, Row, Tones
+from storyworld.tui.widgets import KeyedTable, Row, Tones, set_content
 
 __all__ = ["EpisodeScreen", "header_text"]
 
@@ -87,27 +87,28 @@ class EpisodeScreen(LiveScreen):
         self.episode_id = d["id"]
         self.detail = d
         tones = self.console.tones
-        self.query_one("#episode-header", Static).update(header_text(d, now, tones))
+        set_content(
+            self.query_one("#episode-header", Static), header_text(d, now, tones), layout=True
+        )
         rows = []
         for b in d["beats"]:
-
-            def cells(b: dict[str, Any] = b) -> list[Text]:
-                label, tone = fmt.state_label(b["state"], fmt.BEAT_STATES)
-                return [
-                    tones.text(str(b["index"] + 1)),
-                    tones.text(label, tone),
-                    tones.text(str(b["attempts"])),
-                    tones.text(b["backend"], "muted"),
-                    tones.text(b["worker"] or "–", "muted"),
-                    tones.text(fmt.duration(b["render_s"]) if b["render_s"] else "–"),
-                    tones.text(
-                        (b["error"] or "").splitlines()[0][:80] if b["error"] else "", "error"
+            label, tone = fmt.state_label(b["state"], fmt.BEAT_STATES)
+            error = b["error"].splitlines()[0][:200] if b["error"] else ""
+            rows.append(
+                Row(
+                    str(b["index"]),
+                    (
+                        (str(b["index"] + 1), "plain"),
+                        (label, tone),
+                        (str(b["attempts"]), "plain"),
+                        (b["backend"], "muted"),
+                        (b["worker"] or "–", "muted"),
+                        (fmt.duration(b["render_s"]) if b["render_s"] else "–", "plain"),
+                        (error, "error"),
                     ),
-                ]
-
-            sig = (b["state"], b["attempts"], b["backend"], b["worker"], b["render_s"], b["error"])
-            rows.append(Row(str(b["index"]), sig, cells))
-        self.query_one("#beats", KeyedTable).sync(rows)
+                )
+            )
+        self.query_one("#beats", KeyedTable).sync(rows, tones)
         self._show_beat()
 
     def _beat(self) -> dict[str, Any] | None:
@@ -131,7 +132,7 @@ class EpisodeScreen(LiveScreen):
         beat = self._beat()
         text = self.query_one("#beat-text", Static)
         if beat is None:
-            text.update("")
+            set_content(text, "")
             return
         t = Text()
         t.append(f"Beat {beat['index'] + 1}", style="bold")
@@ -145,7 +146,7 @@ class EpisodeScreen(LiveScreen):
             t.append(f"\n{beat['clip_key']}", style=self.console.tones.muted)
         if beat["error"]:
             t.append(f"\n✗ {beat['error']}", style=self.console.tones.error)
-        text.update(t)
+        set_content(text, t, layout=True)
         key = self._keyframe_of(beat)
         if key != self._keyframe_key:
             self._keyframe_key = key

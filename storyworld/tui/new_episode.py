@@ -97,14 +97,14 @@ class NewEpisodeScreen(LiveScreen):
         self.plan, self.plan_error = None, None
         if not text.strip():
             summary.update(Text("Write a script, or press ctrl+l for the example.", style="dim"))
-            self.query_one("#plan", KeyedTable).sync([])
+            self.query_one("#plan", KeyedTable).sync([], tones)
             return
         try:
             self.plan = self.console.plan(text, self._format())
         except ScriptError as e:
             self.plan_error = str(e)
             summary.update(Text(f"✗ {e}", style=tones.error))
-            self.query_one("#plan", KeyedTable).sync([])
+            self.query_one("#plan", KeyedTable).sync([], tones)
             return
         p = self.plan
         t = Text()
@@ -113,21 +113,20 @@ class NewEpisodeScreen(LiveScreen):
         if p.title:
             t.append(f"\n{p.title}", style="bold")
         summary.update(t)
-        rows = []
-        for b in p.beats:
-            sig = (b.index, b.duration_s, b.scene, b.text, tuple(b.captions))
-
-            def cells(b=b) -> list[Text]:  # type: ignore[no-untyped-def]
-                return [
-                    tones.text(str(b.index + 1)),
-                    tones.text(f"{b.duration_s:g}"),
-                    tones.text(b.scene, "muted"),
-                    tones.text(b.text[:60]),
-                    tones.text(" / ".join(b.captions)[:40], "muted"),
-                ]
-
-            rows.append(Row(str(b.index), sig, cells))
-        self.query_one("#plan", KeyedTable).sync(rows)
+        rows = [
+            Row(
+                str(b.index),
+                (
+                    (str(b.index + 1), "plain"),
+                    (f"{b.duration_s:g}", "plain"),
+                    (b.scene, "muted"),
+                    (b.text, "plain"),
+                    (" / ".join(b.captions), "muted"),
+                ),
+            )
+            for b in p.beats
+        ]
+        self.query_one("#plan", KeyedTable).sync(rows, tones)
 
     # ------------------------------------------------------------------ actions
     def on_button_pressed(self, event: Button.Pressed) -> None:

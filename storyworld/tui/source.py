@@ -4,7 +4,8 @@
 
 - the *event thread* blocks on the queue's event stream (XREAD BLOCK). That one command is
   both the console's idle cost and its liveness: a heartbeat, a started or finished job, an
-  upload wakes it at once, and it applies the event to the `LiveModel`;
+  upload wakes it at once, and it applies the event to the `LiveModel`; after a read that
+  brought events it pauses `event_gap_s` so that, under load, one read takes a batch;
 - the *poll thread* does everything else, one thing at a time (polls never overlap): the
   database every `db_interval_s` (SQL costs no Redis commands) and whenever an event
   arrived, a full read of Redis every `refresh_s` (a reconciling one, at most every
@@ -122,6 +123,7 @@ class LiveSource:
         reconcile_s: float = 30.0,
         db_interval_s: float = 1.0,
         block_s: float = 240.0,
+        event_gap_s: float = 0.5,
         cost_sample_after_s: float = 60.0,
         idle_log_refresh_s: float = 600.0,
         deployment: str | None = None,
@@ -135,6 +137,7 @@ class LiveSource:
         self.reconcile_s = reconcile_s
         self.db_interval_s = db_interval_s
         self.block_ms = int(block_s * 1000)
+        self.event_gap_s = event_gap_s
         self.cost_sample_after_s = cost_sample_after_s
         self.idle_log_refresh_s = idle_log_refresh_s
         self.deployment = deployment or describe_deployment(rt)
@@ -293,6 +296,11 @@ class LiveSource:
                 with self._lock:
                     self._events_pending = self._events_pending or bool(events)
                 self._wake.set()
+                if events:
+                    # Let events pile up a moment: under load (many busy workers) one read
+                    # takes a batch instead of one read per event; a change still shows
+                    # within a second.
+                    self._stop.wait(self.event_gap_s)
             except REDIS_ERRORS as e:
                 if self._stop.is_set():
                     break

