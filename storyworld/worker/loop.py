@@ -258,6 +258,10 @@ class Worker:
             ",".join(self.backend_names),
             self.store.describe(),
         )
+        try:
+            self._send_heartbeat()  # show up in consoles at once
+        except REDIS_ERRORS as e:
+            log.warning("Redis unreachable (%s); will keep trying", type(e).__name__)
         keeper = threading.Thread(target=self._keeper, name="keeper", daemon=True)
         uploader = threading.Thread(target=self._uploader, name="uploader", daemon=True)
         keeper.start()
