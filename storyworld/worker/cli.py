@@ -15,6 +15,7 @@ from storyworld.queue import JobQueue, connect, describe_redis_error
 from storyworld.storage import StorageError, open_store
 from storyworld.worker.backends import KNOWN_BACKENDS, available_backends, backend_class
 from storyworld.worker.backends.base import RenderBackend
+from storyworld.worker.gpu import gpu_status
 from storyworld.worker.loop import LogBuffer, Worker
 
 __all__ = ["build_parser", "main"]
@@ -84,11 +85,17 @@ def choose_backends(settings: Settings, wanted: list[str] | None) -> dict[str, R
                 "; ".join(f"backend {n} cannot run here: {why}" for n, why in missing.items())
             )
     chosen = {}
+    has_gpu = gpu_status() is not None
     for name, why in status.items():
         if why:
             log.info("backend %s not offered: %s", name, why)
             continue
-        chosen[name] = backend_class(name)(settings)
+        cls = backend_class(name)
+        if cls.needs_gpu and not has_gpu and not wanted:
+            # It would run, slowly, on the CPU: offer it only when asked for by name.
+            log.info("backend %s not offered: no GPU here (ask with --backends %s)", name, name)
+            continue
+        chosen[name] = cls(settings)
     if not chosen:
         raise ConfigError("no backend can run on this machine")
     return chosen
