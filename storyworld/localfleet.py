@@ -47,6 +47,8 @@ class LocalFleet:
         env["RESULT_QUEUE"] = self.settings.result_queue
         env["STORYWORLD_HOME"] = str(self.settings.home)
         env["PYTHONUNBUFFERED"] = "1"
+        # Local workers stop by themselves if the program that started them dies.
+        env["STORYWORLD_PARENT_PID"] = str(os.getpid())
         # A local stop should be quick: finish within 5 s or hand the job back.
         env.setdefault("SHUTDOWN_GRACE_SECONDS", "5")
         # The local Redis is not metered: show progress every second.

@@ -166,6 +166,8 @@ class Worker:
         self._hb_wake = threading.Event()
         self._exit_reason = ""
         self._keeper_done = False
+        parent = os.environ.get("STORYWORLD_PARENT_PID", "")
+        self._parent_pid = int(parent) if parent.isdigit() else 0
 
     # --------------------------------------------------------------- heartbeat
     def heartbeat_fields(self) -> dict[str, Any]:
@@ -226,6 +228,9 @@ class Worker:
                 held = list(self.held.values())
             if not held and self._keeper_done:
                 return
+            if self._parent_pid and os.getppid() != self._parent_pid and not self.stopping.is_set():
+                log.warning("the program that started this worker is gone; stopping")
+                self.request_stop()
             # A lease is fresh when the job is taken, so a job shorter than one renewal
             # interval costs no heartbeat at all; idle, one per idle block.
             now = time.monotonic()
