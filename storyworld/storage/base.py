@@ -101,8 +101,10 @@ class ArtifactStore(ABC):
         *,
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> StoredObject:
-        """Store a local file under `key` atomically: readers see all of it or nothing."""
+        """Store a local file under `key` atomically: readers see all of it or nothing.
+        `progress`, if given, is called with the bytes sent so far."""
 
     @abstractmethod
     def get_file(self, key: str, dest: str | Path, *, verify: bool = True) -> StoredObject:
