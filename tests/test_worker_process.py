@@ -22,7 +22,7 @@ from storyworld.engine.runtime import open_runtime
 
 pytestmark = pytest.mark.slow
 
-LONG = "[1s] Short start.\n\n[20s] A long, slow shot that takes the worker a while.\n\n[1s] End."
+LONG = "[1s] Short start.\n\n[30s] A long, slow shot that takes the worker a while.\n\n[1s] End."
 
 
 def start_worker(env: dict[str, str], name: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -47,9 +47,11 @@ def start_worker(env: dict[str, str], name: str, *extra: str) -> subprocess.Pope
 
 
 def busy_with(rt, worker: str) -> str | None:  # type: ignore[no-untyped-def]
-    hb = rt.queue.r.hgetall(rt.queue.keys.worker(worker))
-    if hb.get(b"state") == b"busy" and hb.get(b"beat") == b"1":
-        return hb[b"job"].decode()
+    """The id of the long beat's job once `worker` holds its lease."""
+    for member in rt.queue.r.zrange(rt.queue.keys.inflight, 0, -1):
+        job, _, holder = member.decode().partition("|")
+        if holder == worker and "-b001-" in job:
+            return job
     return None
 
 
@@ -62,7 +64,7 @@ def finished(rt, ep: str, timeout: float = 90):  # type: ignore[no-untyped-def]
 
 
 def test_sigkilled_worker_loses_nothing(runtime, background, test_env) -> None:
-    ep = services.create_episode(runtime, plan_script(LONG), script=LONG, size=(320, 240), fps=24)[
+    ep = services.create_episode(runtime, plan_script(LONG), script=LONG, size=(640, 360), fps=24)[
         "id"
     ]
     background.engine(runtime)
@@ -96,7 +98,7 @@ def test_sigkilled_worker_loses_nothing(runtime, background, test_env) -> None:
 
 
 def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
-    ep = services.create_episode(runtime, plan_script(LONG), script=LONG, size=(320, 240), fps=24)[
+    ep = services.create_episode(runtime, plan_script(LONG), script=LONG, size=(640, 360), fps=24)[
         "id"
     ]
     background.engine(runtime)
