@@ -33,8 +33,6 @@ __all__ = ["main"]
 
 log = logging.getLogger("storyworld")
 
-EXAMPLE = Path(__file__).parent / "examples" / "lighthouse.txt"
-
 
 class CliError(Exception):
     """A user-facing failure: printed without a traceback, exit code 2."""
@@ -171,11 +169,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     stop = threading.Event()
     engine_thread = None
     orch = None
-    interrupted = False
 
     def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True
         stop.set()
 
     old_int = signal.signal(signal.SIGINT, on_signal)
@@ -266,8 +261,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         rt.close()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-        if interrupted:
-            pass
 
 
 def _output_location(rt: Runtime, key: str) -> str:
@@ -469,8 +462,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from storyworld.api.server import serve
     except ImportError as e:
         raise CliError(f"the HTTP API needs {e.name}: pip install 'storyworld[api]'") from None
-    return serve(_settings(args), host=args.host, port=args.port, run_engine=not args.no_engine,
-                 read_only=args.read_only)
+    return serve(
+        _settings(args),
+        host=args.host,
+        port=args.port,
+        run_engine=not args.no_engine,
+        read_only=args.read_only,
+    )
 
 
 # --------------------------------------------------------------------------- parser
