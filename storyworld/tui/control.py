@@ -120,7 +120,6 @@ class EngineHost:
                 name="console",
             )
             self.fleet.start()
-            log.info("started %d local worker(s) with %s", self.workers, ",".join(self.backends))
 
     def describe(self) -> tuple[str, str, bool]:
         """(role, words, paused) for the status line."""

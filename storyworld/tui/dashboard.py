@@ -21,10 +21,10 @@ __all__ = ["Dashboard", "alert_text", "status_text"]
 WORKER_COLUMNS = [
     ("worker", "id", 16),
     ("host", "host", 10),
-    ("GPU", "gpu", 20),
-    ("backends", "backends", 14),
+    ("GPU", "gpu", 18),
+    ("backends", "backends", 12),
     ("state", "state", 10),
-    ("job", "job", 18),
+    ("job", "job", 16),
     ("progress", "progress", 15),
     ("heartbeat", "seen", 9),
     ("done", "done", 5),
@@ -33,9 +33,9 @@ WORKER_COLUMNS = [
 ]
 EPISODE_COLUMNS = [
     ("id", "id", 6),
-    ("title", "title", 18),
+    ("title", "title", 16),
     ("state", "state", 12),
-    ("progress", "progress", 14),
+    ("progress", "progress", 12),
     ("elapsed", "elapsed", 9),
     ("failed", "failed", 6),
 ]
@@ -257,7 +257,7 @@ class Dashboard(LiveScreen):
                         (e.id[:6], "muted"),
                         (e.title, "plain"),
                         (label, tone),
-                        (f"{fmt.bar(frac, 8)} {e.beats_done}/{e.beats_total}", "accent"),
+                        (f"{fmt.bar(frac, 6)} {e.beats_done}/{e.beats_total}", "accent"),
                         (fmt.duration(end - e.started_at) if e.started_at else "–", "plain"),
                         (str(e.beats_failed), "error" if e.beats_failed else "plain"),
                     ),

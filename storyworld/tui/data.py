@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -273,6 +274,14 @@ def empty_snapshot(deployment: str = "", read_only: bool = False) -> Snapshot:
     return Snapshot(deployment=deployment, read_only=read_only)
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
+
+
 def _event_time(entry_id: str) -> float:
     """Stream ids are `{server ms}-{seq}`."""
     try:
@@ -297,7 +306,6 @@ class LiveModel:
         self.oldest_enqueued_at: float | None = None
         self.paused = False
         self.engine_holder: dict[str, Any] | None = None
-        self.counters: dict[str, int] = {}
         self.known = False
         self.finished: deque[float] = deque(maxlen=5000)
         self.throughput_window_s = throughput_window_s
@@ -309,13 +317,18 @@ class LiveModel:
         self.dead_dirty = True
         self.log_dirty: set[str] = set()
         self.unknown_workers: set[str] = set()
+        # The newest event id the last read of Redis already reflects.
+        self.watermark: tuple[int, int] = (0, 0)
+        self._seeding = False
+        self.last_change = 0.0  # monotonic time of the last event that moved a job
 
     # ------------------------------------------------------------------ events
     def apply(
         self, events: Iterable[tuple[str, str, dict[str, Any]]], *, seeding: bool = False
     ) -> int:
-        """Apply stream events. While `seeding` (history read at start-up), counts are left
-        to the full read that follows. Returns how many events were applied."""
+        """Apply stream events. Queue depths are left alone for events already reflected in
+        the last read of Redis (`seeding`: the history read at start-up, or an id up to the
+        read's watermark), so nothing is counted twice. Returns how many were applied."""
         n = 0
         with self._lock:
             for entry_id, kind, data in events:
@@ -323,14 +336,17 @@ class LiveModel:
                 at = _event_time(entry_id)
                 if not isinstance(data, dict):
                     continue
+                counted = seeding or _stream_id(entry_id) <= self.watermark
+                self._seeding = seeding
                 handler = getattr(self, f"_on_{kind}", None)
                 if handler is not None:
-                    handler(data, at, seeding)
+                    handler(data, at, counted)
                 if kind != "heartbeat" and not seeding:
                     self.needs_reconcile = True
+                    self.last_change = time.monotonic()
         return n
 
-    def _on_heartbeat(self, d: dict[str, Any], at: float, seeding: bool) -> None:
+    def _on_heartbeat(self, d: dict[str, Any], at: float, counted: bool) -> None:
         fields = dict(d)
         fields.setdefault("seen", at)
         w = worker_from_fields(fields)
@@ -351,12 +367,14 @@ class LiveModel:
         self.workers[worker_id] = replace(old, seen=max(old.seen, at), **changes)
         self.log_dirty.add(worker_id)
 
-    def _on_started(self, d: dict[str, Any], at: float, seeding: bool) -> None:
-        if not seeding:
+    def _on_started(self, d: dict[str, Any], at: float, counted: bool) -> None:
+        if not counted:
             self.waiting = max(0, self.waiting - 1)
             self.in_flight += 1
             if self.waiting == 0:
                 self.oldest_enqueued_at = None
+        if self._seeding:
+            return
         self._touch_worker(
             str(d.get("worker") or ""),
             at,
@@ -368,13 +386,13 @@ class LiveModel:
             progress=0.0,
         )
 
-    def _on_done(self, d: dict[str, Any], at: float, seeding: bool, failed: bool = False) -> None:
+    def _on_done(self, d: dict[str, Any], at: float, counted: bool, failed: bool = False) -> None:
         self.finished.append(at)
-        if not seeding:
+        if not counted:
             self.in_flight = max(0, self.in_flight - 1)
         worker = str(d.get("worker") or "")
         old = self.workers.get(worker)
-        if old is not None and not seeding:
+        if old is not None and not self._seeding:
             counts = {"failed": old.failed + 1} if failed else {"done": old.done + 1}
             self._touch_worker(
                 worker,
@@ -397,37 +415,37 @@ class LiveModel:
             newest = sorted(self.uploads.values(), key=lambda u: u.at, reverse=True)
             self.uploads = {u.key: u for u in newest[: self.max_uploads]}
 
-    def _on_failed(self, d: dict[str, Any], at: float, seeding: bool) -> None:
-        self._on_done(d, at, seeding, failed=True)
+    def _on_failed(self, d: dict[str, Any], at: float, counted: bool) -> None:
+        self._on_done(d, at, counted, failed=True)
 
-    def _on_enqueued(self, d: dict[str, Any], at: float, seeding: bool) -> None:
-        if seeding:
+    def _on_enqueued(self, d: dict[str, Any], at: float, counted: bool) -> None:
+        if counted:
             return
         self.waiting += int(_num(d.get("count"), 1))
         if self.oldest_enqueued_at is None:
             self.oldest_enqueued_at = at
 
-    def _on_requeued(self, d: dict[str, Any], at: float, seeding: bool) -> None:
-        if seeding:
+    def _on_requeued(self, d: dict[str, Any], at: float, counted: bool) -> None:
+        if counted:
             return
         self.in_flight = max(0, self.in_flight - 1)
         self.waiting += 1
 
-    def _on_dead(self, d: dict[str, Any], at: float, seeding: bool) -> None:
+    def _on_dead(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self.dead_dirty = True
-        if not seeding:
+        if not counted:
             self.dead += 1
             self.in_flight = max(0, self.in_flight - 1)
 
-    def _on_dead_changed(self, d: dict[str, Any], at: float, seeding: bool) -> None:
+    def _on_dead_changed(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self.dead_dirty = True
-        if seeding:
+        if counted:
             return
         moved, dropped = int(_num(d.get("requeued"))), int(_num(d.get("dropped")))
         self.dead = max(0, self.dead - moved - dropped)
         self.waiting += moved
 
-    def _on_worker_gone(self, d: dict[str, Any], at: float, seeding: bool) -> None:
+    def _on_worker_gone(self, d: dict[str, Any], at: float, counted: bool) -> None:
         worker = str(d.get("id") or "")
         old = self.workers.get(worker)
         if old is not None:
@@ -442,26 +460,29 @@ class LiveModel:
         dead: int,
         results_pending: int,
         oldest_enqueued_at: float | None,
-        counters: dict[str, int],
         paused: bool,
         engine_holder: dict[str, Any] | None,
         worker_seen: dict[str, float],
         heartbeats: dict[str, dict[str, str] | None],
+        watermark: str | None = None,
     ) -> None:
-        """A full (or reconciling) read of Redis replaces what events derived."""
+        """A full (or reconciling) read of Redis replaces what events derived. `watermark`:
+        the newest event id when the read began (every change up to it is in the read)."""
         with self._lock:
+            if watermark:
+                self.watermark = max(self.watermark, _stream_id(watermark))
             self.waiting, self.in_flight, self.dead = waiting, in_flight, dead
             self.results_pending = results_pending
             self.oldest_enqueued_at = oldest_enqueued_at
-            self.counters = counters
             self.paused = paused
             self.engine_holder = engine_holder
             self.known = True
             self.needs_reconcile = False
             for gone in set(self.workers) - set(worker_seen):
                 del self.workers[gone]  # pruned from the registry
+            # Whatever is still unknown is not in the registry: not a worker to show.
+            self.unknown_workers.clear()
             for wid, hb in heartbeats.items():
-                self.unknown_workers.discard(wid)
                 if hb:
                     self.workers[wid] = worker_from_fields(hb, wid)
                 else:

@@ -350,7 +350,7 @@ class LiveSource:
         if self._next_cost_sample is not None:
             due.append(self._next_cost_sample)
         if self.model.needs_reconcile:
-            due.append(self._next_reconcile)
+            due.append(max(self._next_reconcile, self.model.last_change + 1.0))
         for b in (self._redis, self._db, self._storage):
             if b.retry_at is not None:
                 due.append(mono + max(0.0, b.retry_at - time.time()))
@@ -411,7 +411,7 @@ class LiveSource:
             force_dead, self._force_dead = self._force_dead, False
             worker, want_dead = self._want_worker, self._want_dead
         try:
-            if full or unknown or (reconcile and mono >= self._next_reconcile):
+            if full or unknown or (reconcile and self._reconcile_due(mono)):
                 self._read_state(with_info=full)
                 self._next_reconcile = mono + self.reconcile_s
                 if full:
@@ -448,6 +448,14 @@ class LiveSource:
             self._redis_failed(e)
             self._interrupt_block()  # the event thread may sit on a dead connection
 
+    def _reconcile_due(self, mono: float) -> bool:
+        """After jobs moved: once things settle (1 s without such events), at most every
+        `reconcile_s`; during a long burst, every 3 x `reconcile_s` at most."""
+        if mono < self._next_reconcile:
+            return False
+        quiet = mono - self.model.last_change >= 1.0
+        return quiet or mono >= self._next_reconcile + 2 * self.reconcile_s
+
     def _logs_due(self, worker: str, dirty: set[str], mono: float) -> bool:
         if worker not in dirty:
             return False
@@ -457,17 +465,19 @@ class LiveSource:
         return busy or mono - self._worker_log_at >= self.idle_log_refresh_s
 
     def _read_state(self, *, with_info: bool) -> None:
-        """One pipelined read of depths, counters, pause, lease and the worker registry
+        """One pipelined read of depths, pause, lease and the worker registry
         (plus INFO for the cost panel on full reads); then the heartbeats of workers that
         changed without an event."""
         k = self.queue.keys
         p = self.clients.fast.pipeline(transaction=False)
+        # First the newest event: every script writes its event with its change, so all
+        # changes up to this event are in what the rest of the pipeline reads.
+        p.xrevrange(k.events, "+", "-", count=1)
         p.llen(k.jobs)
         p.zcard(k.inflight)
         p.llen(k.dead)
         p.llen(k.results)
         p.lindex(k.jobs, -1)
-        p.hgetall(k.stats)
         p.exists(k.paused)
         p.get(k.engine_lease)
         p.zrange(k.workers, 0, -1, withscores=True)
@@ -475,7 +485,7 @@ class LiveSource:
             p.info("stats")
         replies = p.execute()
         self._count(len(replies))
-        waiting, inflight, dead, results, oldest, counters, paused, lease, workers = replies[:9]
+        newest, waiting, inflight, dead, results, oldest, paused, lease, workers = replies[:9]
         if with_info:
             self._add_cost_sample(replies[9])
         seen = {_s(w): float(score) for w, score in workers}
@@ -494,11 +504,11 @@ class LiveSource:
             dead=int(dead),
             results_pending=int(results),
             oldest_enqueued_at=_enqueued_at(oldest),
-            counters={_s(a): int(b) for a, b in counters.items()},
             paused=bool(paused),
             engine_holder=_holder(lease),
             worker_seen=seen,
             heartbeats=heartbeats,
+            watermark=_s(newest[0][0]) if newest else None,
         )
 
     def _sample_cost(self) -> None:

@@ -144,7 +144,7 @@ def test_retry_a_failed_beat_from_episode_detail(runtime, background, make_conso
     run(scenario())
 
 
-def test_cancel_asks_then_withdraws_waiting_jobs(runtime, make_console) -> None:
+def test_open_cancel_with_confirmation_then_retry_from_the_dashboard(runtime, make_console) -> None:
     plan = plan_script(TWO_BEATS)
     ep = services.create_episode(runtime, plan, script=TWO_BEATS)
     c = make_console()  # engine, no workers: the jobs wait on Redis
@@ -157,6 +157,14 @@ def test_cancel_asks_then_withdraws_waiting_jobs(runtime, make_console) -> None:
             await until(pilot, lambda: r.llen(jobs_key) == 2, what="two jobs waiting on Redis")
             dash = await until(pilot, lambda: isinstance(app.screen, Dashboard) and app.screen)
             await until(pilot, lambda: ep["id"] in rows_of(dash.query_one("#episodes")))
+            await pilot.press("enter")  # open the highlighted episode
+            detail = await until(
+                pilot, lambda: isinstance(app.screen, EpisodeScreen) and app.screen
+            )
+            assert detail.episode_id == ep["id"]
+            await until(pilot, lambda: len(rows_of(detail.query_one("#beats"))) == 2)
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, Dashboard))
             await pilot.press("c")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("n")  # changed my mind: nothing happens
@@ -172,8 +180,32 @@ def test_cancel_asks_then_withdraws_waiting_jobs(runtime, make_console) -> None:
                 lambda: "⊘ cancelled" in rows_of(dash.query_one("#episodes"))[ep["id"]],
                 what="dashboard shows cancelled",
             )
+            # r on the dashboard: the cancelled beats render again (new attempts queued).
+            await pilot.press("r")
+            await until(pilot, lambda: _episode_state(runtime, ep["id"]) == "rendering")
+            await until(pilot, lambda: r.llen(jobs_key) == 2, what="new attempts on Redis")
+            beats = services.episode_detail(runtime, ep["id"])["beats"]
+            assert all(b["attempts"] == 2 for b in beats)
 
     run(scenario())
+
+
+def test_quit_stops_the_engine_it_runs(runtime, make_console) -> None:
+    c = make_console()
+    lease = runtime.queue.keys.engine_lease
+    r = runtime.clients.fast
+
+    async def scenario() -> None:
+        app = c.app
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: c.host.orchestrator.is_leader, what="engine leads")
+            assert r.exists(lease)
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code == 0, what="the app exited")
+
+    run(scenario())
+    assert c.host._thread is None  # joined
+    assert not r.exists(lease)  # the lease was given up, another engine may take over
 
 
 def _dead_letter(runtime) -> str:  # type: ignore[no-untyped-def]

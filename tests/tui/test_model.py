@@ -27,7 +27,7 @@ def test_events_keep_queue_workers_and_uploads_current() -> None:
     ms = t0 * 1000
     m = LiveModel()
     m.apply_read(waiting=0, in_flight=0, dead=0, results_pending=0, oldest_enqueued_at=None,
-                 counters={}, paused=False, engine_holder=None,
+                 paused=False, engine_holder=None,
                  worker_seen={"w1": float(t0)}, heartbeats={"w1": {"id": "w1", "state": "idle",
                                                                   "seen": str(ms)}})  # fmt: skip
     assert m.workers["w1"].seen == t0  # ms in the hash, seconds in the model
@@ -196,3 +196,16 @@ def test_tones_come_from_the_theme() -> None:
             assert isinstance(app.tones.text("x", "error"), Text)
 
     run(scenario())
+
+
+def test_events_already_in_a_read_are_not_counted_twice() -> None:
+    t0 = 1_700_000_000_000
+    m = LiveModel()
+    # The read saw the job started by event t0-0 (watermark), not the one after.
+    m.apply_read(waiting=1, in_flight=1, dead=0, results_pending=0, oldest_enqueued_at=None,
+                 paused=False, engine_holder=None, worker_seen={}, heartbeats={},
+                 watermark=f"{t0}-0")  # fmt: skip
+    m.apply([_ev(t0, "started", job_id="a", worker="w"),
+             _ev(t0 + 1, "started", job_id="b", worker="w")])  # fmt: skip
+    assert (m.waiting, m.in_flight) == (0, 2)
+    assert m.needs_reconcile  # jobs moved: a reconciling read will follow
