@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 
 from storyworld.tui import format as fmt
@@ -139,6 +140,10 @@ class FilterInput(Input):
 class Dashboard(LiveScreen):
     SCREEN_ID = "dashboard"
     BINDINGS = bindings("dashboard")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._select_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -292,7 +297,13 @@ class Dashboard(LiveScreen):
     # ------------------------------------------------------------------ events
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "workers" and event.row_key is not None:
-            self.console.source.select_worker(event.row_key.value)
+            # Fetch the log of the worker the cursor rests on, not of every row it passes.
+            worker = event.row_key.value
+            if self._select_timer is not None:
+                self._select_timer.stop()
+            self._select_timer = self.set_timer(
+                0.3, lambda: self.console.source.select_worker(worker)
+            )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "episodes" and event.row_key.value:

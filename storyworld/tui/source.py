@@ -360,7 +360,6 @@ class LiveSource:
         mono = time.monotonic()
         with self._lock:
             force_db, self._force_db = self._force_db, False
-        with self._lock:
             events, self._events_pending = self._events_pending, False
         # An event (a job finished...) usually means the database changes too: read it
         # soon, but not more than four times a second.

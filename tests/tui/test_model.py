@@ -209,3 +209,17 @@ def test_events_already_in_a_read_are_not_counted_twice() -> None:
              _ev(t0 + 1, "started", job_id="b", worker="w")])  # fmt: skip
     assert (m.waiting, m.in_flight) == (0, 2)
     assert m.needs_reconcile  # jobs moved: a reconciling read will follow
+
+
+def test_the_data_layer_never_imports_textual() -> None:
+    """Like harlequin's contract: sources, model and actions work without the UI."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import storyworld.tui.source, storyworld.tui.data, storyworld.tui.control\n"
+        "import storyworld.tui.format, storyworld.tui.keyframe\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'textual'], 'textual imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -20,8 +20,10 @@ SIZE = (160, 48)
 
 @pytest.fixture(autouse=True)
 def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Times on screen are local times: pin the zone so baselines match everywhere."""
+    """Times on screen are local times: pin the zone so baselines match everywhere (and
+    colours on, whatever the environment says)."""
     monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.delenv("NO_COLOR", raising=False)
     time.tzset()
     yield
     monkeypatch.undo()
