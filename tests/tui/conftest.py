@@ -33,10 +33,11 @@ class Console:
         self.rt = rt
         ring = RingLog()
         self.host = EngineHost(rt, ring=ring) if engine and not read_only else None
+        self._detach = None
         if self.host is not None:
             self.host.start()
         else:
-            ring.attach()
+            self._detach = ring.attach()
         kw: dict[str, Any] = {"db_interval_s": 0.2, "reconcile_s": 0.5, "block_s": 10.0}
         kw.update(source_kw)
         self.source = LiveSource(rt, engine=self.host, ring=ring, read_only=read_only, **kw)
@@ -54,6 +55,9 @@ class Console:
         self.source.stop()
         if self.host is not None:
             self.host.stop(grace_s=2)
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
 
 
 @pytest.fixture
