@@ -48,7 +48,7 @@ class Monitor:
     """Counts commands seen by MONITOR, split into client-sent and script-internal."""
 
     def __init__(self, port: int) -> None:
-        self.client = redis.Redis(port=port)
+        self.client = redis.Redis(port=port, socket_timeout=3600)
         self.sent: collections.Counter[str] = collections.Counter()
         self.inner: collections.Counter[str] = collections.Counter()
         self.counting = False
