@@ -156,10 +156,6 @@ class Settings:
     redis_daily_budget: int = 10_000
     api_token: Secret = field(default_factory=lambda: Secret(""))
 
-    @property
-    def job_backends(self) -> list[str]:
-        return [b.strip() for b in self.worker_backends.split(",") if b.strip()]
-
     def describe(self) -> dict[str, Any]:
         """Settings as a dict safe to print: secrets and URL passwords are masked."""
         out: dict[str, Any] = {}
@@ -237,8 +233,6 @@ _ENV = {
     "REDIS_DAILY_BUDGET": "redis_daily_budget",
     "API_TOKEN": "api_token",
 }
-
-ENV_NAMES = dict(_ENV)
 
 
 def _default_home() -> Path:

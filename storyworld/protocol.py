@@ -26,6 +26,7 @@ __all__ = [
     "Result",
     "ResultStatus",
     "UploadEvent",
+    "job_id_of",
     "parse_job",
     "parse_result",
 ]
@@ -179,6 +180,15 @@ def _parse(raw: str | bytes, model: type[_Message], kind: str) -> Any:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ProtocolError(f"{kind} field {where}: {first['msg']}") from None
+
+
+def job_id_of(raw: str) -> str:
+    """The `job_id` of a message that may not parse as a Job (for dead-letter entries)."""
+    try:
+        value = json.loads(raw).get("job_id")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def parse_job(raw: str | bytes) -> Job:

@@ -193,3 +193,10 @@ def test_events_stream_carries_heartbeats_and_uploads(q: JobQueue, token: str) -
     assert kinds == ["enqueued", "started", "heartbeat", "done"]
     hb = q.read_events("0", None)[2][2]
     assert hb["host"] == "pod-1" and hb["progress"] == "0.5"
+
+
+def test_workers_gone_for_a_day_leave_the_registry(q: JobQueue, token: str) -> None:
+    q.heartbeat("fresh", {"host": "h"}, [])
+    q.r.zadd(q.keys.workers, {"long-gone": time.time() - 2 * 86400})
+    q.tick(token)
+    assert [m.decode() for m in q.r.zrange(q.keys.workers, 0, -1)] == ["fresh"]

@@ -22,7 +22,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -307,8 +306,3 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
     return engine
-
-
-def episode_progress(session: Session, episode_id: str) -> tuple[int, int]:
-    beats = session.scalars(select(Beat.state).where(Beat.episode_id == episode_id)).all()
-    return sum(1 for s in beats if s == BeatState.DONE), len(beats)

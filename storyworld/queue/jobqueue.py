@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from storyworld.protocol import Job, ProtocolError, Result, parse_job
+from storyworld.protocol import Job, ProtocolError, Result, job_id_of, parse_job
 from storyworld.queue.keys import Keys, wake_suffix
 
 __all__ = [
@@ -74,14 +74,6 @@ def _flatten(d: dict[str, Any]) -> list[str]:
     for k, v in d.items():
         out += [k, "" if v is None else (v if isinstance(v, str) else json.dumps(v))]
     return out
-
-
-def _job_id_of(payload: str) -> str:
-    try:
-        value = json.loads(payload).get("job_id")
-    except (ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
 
 
 def _counted(items: list[str]) -> list[str]:
@@ -251,6 +243,7 @@ class JobQueue:
                 k.results,
                 k.results_processing,
                 k.paused,
+                k.workers,
             ],
             [
                 token,
@@ -377,7 +370,7 @@ class JobQueue:
         try:
             job = parse_job(payload)
         except ProtocolError as e:
-            self.dead_letter(payload, _job_id_of(payload), worker_id, str(e))
+            self.dead_letter(payload, job_id_of(payload), worker_id, str(e))
             return None
         if not self.reserve(worker_id, payload, job):
             return None
@@ -540,10 +533,6 @@ class JobQueue:
             row.setdefault("seen", str(int(last * 1000)))
             out.append(row)
         return out
-
-    def prune_workers(self, older_than_s: float = 86400.0) -> int:
-        """Forget workers not seen for a day."""
-        return int(self.r.zremrangebyscore(self.keys.workers, "-inf", time.time() - older_than_s))
 
     def worker_logs(self, worker_id: str, last: int = 200) -> list[str]:
         return [_s(x) for x in self.r.lrange(self.keys.worker_logs(worker_id), -last, -1)]

@@ -42,6 +42,7 @@ from storyworld.protocol import (
     Result,
     ResultStatus,
     UploadEvent,
+    job_id_of,
     parse_job,
 )
 from storyworld.queue import JobQueue, Reservation
@@ -104,7 +105,6 @@ class LogBuffer(logging.Handler):
 class HeldJob:
     job: Job
     raw: str
-    deliveries: int
     cancel: threading.Event = field(default_factory=threading.Event)
     step: int = 0
     steps: int = 0
@@ -322,7 +322,7 @@ class Worker:
         try:
             job = parse_job(payload)
         except ProtocolError as e:
-            job_id, reason = _job_id_of(payload), str(e)
+            job_id, reason = job_id_of(payload), str(e)
             log.error("job %s cannot be read (%s); moved to dead letters", job_id or "?", reason)
             self._retry_redis(lambda: self.queue.dead_letter(payload, job_id, self.id, reason))
             return None
@@ -332,7 +332,7 @@ class Worker:
 
     def _process(self, res: Reservation) -> None:
         job = res.job
-        held = HeldJob(job=job, raw=res.raw, deliveries=job.delivery)
+        held = HeldJob(job=job, raw=res.raw)
         with self._lock:
             self.held[job.job_id] = held
         log.info(
@@ -602,11 +602,3 @@ class Worker:
         except REDIS_ERRORS:
             pass
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
-
-
-def _job_id_of(raw: str) -> str:
-    try:
-        value = json.loads(raw).get("job_id")
-        return value if isinstance(value, str) else ""
-    except (ValueError, AttributeError):
-        return ""

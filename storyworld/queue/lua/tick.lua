@@ -4,7 +4,7 @@
 -- collect what the engine must apply: jobs in flight (with their worker), dead jobs, and
 -- results not yet acknowledged.
 -- KEYS: engine_lease, inflight, data, jobs, dead, dead_new, events, stats, results,
---       processing, paused
+--       processing, paused, workers
 -- ARGV: token, lease_ms, max_deliveries, wake_prefix, events_maxlen, max_results,
 --       repair ('1': rebuild wake lists that lost payloads), recover ('1': return every
 --       unacknowledged result, also those stranded by a lost reply)
@@ -74,6 +74,8 @@ for b, list in pairs(per_backend) do
     repaired = repaired + #list
   end
 end
+-- Workers not seen for a day leave the registry (their heartbeats expired long ago).
+redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', math.floor(now / 1000) - 86400)
 local dead = redis.call('HGETALL', KEYS[6])
 if #dead > 0 then redis.call('DEL', KEYS[6]) end
 -- Results: the engine acknowledges applied ones with LREM on its next wait; after a
