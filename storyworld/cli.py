@@ -347,7 +347,15 @@ def cmd_episode_show(args: argparse.Namespace) -> int:
 
 def cmd_episode_retry(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
-        beat = args.beat - 1 if args.beat is not None else None
+        beat = None
+        if args.beat is not None:
+            # The CLI counts beats from 1, the services from 0: check here, in the CLI's terms.
+            total = services.episode_detail(rt, args.id)["beats_total"]
+            if not 1 <= args.beat <= total:
+                raise CliError(
+                    f"episode {args.id} has beats 1 to {total}; there is no beat {args.beat}"
+                )
+            beat = args.beat - 1
         d = services.retry_episode(rt, args.id, beat)
     print(f"episode {d['id']}: {d['state']}")
     return 0
@@ -410,7 +418,16 @@ def cmd_queue_dead(args: argparse.Namespace) -> int:
     if not dead:
         print("no dead letters")
     for d in dead:
-        print(f"{d['job_id'] or '(unreadable)'}  {d['reason']}")
+        name = d["job_id"] or f"{d['ref']} (unreadable: no job id)"
+        print(f"{name}  {d['reason']}")
+    return 0
+
+
+def _unmatched(out: dict[str, Any]) -> int:
+    """Say which names matched no dead letter; the exit status is 1 if any."""
+    if out.get("unmatched"):
+        print(f"no dead letter matches {', '.join(out['unmatched'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -427,7 +444,7 @@ def cmd_queue_requeue(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_drop(args: argparse.Namespace) -> int:
@@ -436,7 +453,7 @@ def cmd_queue_drop(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
         out = services.drop_dead(rt, None if args.all else args.job_ids)
     print(f"dropped {out['dropped']}")
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:

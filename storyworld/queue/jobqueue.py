@@ -21,6 +21,7 @@ BLMOVE and its acknowledgement on the engine (the enqueue is one script per batc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class DeadLetter:
     payload: str
     at: float
     worker: str
+    #: How an operator names this entry: its job id, else `entry:<sha1 of the raw entry>`
+    #: (an unreadable entry has no job id; requeue_dead.lua accepts both).
+    ref: str = ""
 
 
 @dataclass
@@ -540,19 +544,23 @@ class JobQueue:
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         out = []
         for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
+            digest = hashlib.sha1(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
+            entry_ref = f"entry:{digest[:16]}"
             try:
                 d = json.loads(raw)
+                job_id = d.get("job_id") if isinstance(d.get("job_id"), str) else ""
                 out.append(
                     DeadLetter(
-                        job_id=d.get("job_id") or "",
+                        job_id=job_id or "",
                         reason=d.get("reason", ""),
                         payload=d.get("payload", ""),
                         at=float(d.get("at", 0)),
                         worker=d.get("worker") or "",
+                        ref=job_id or entry_ref,
                     )
                 )
             except (ValueError, TypeError, AttributeError):
-                out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, ""))
+                out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, "", entry_ref))
         return out
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
