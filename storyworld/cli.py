@@ -153,6 +153,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         script_path,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = script_path.read_text(encoding="utf-8-sig")
     backend = services.check_backend(args.backend or settings.default_backend)
@@ -280,6 +281,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
         args.script,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None

@@ -74,6 +74,7 @@ def plan_text(rt: Runtime, text: str, fmt: str | None = None, source: str = "") 
         fmt=fmt,
         default_beat_s=s.default_beat_seconds,
         max_beat_s=s.max_beat_seconds,
+        max_beats=s.max_beats,
         source=source,
     )
 
