@@ -398,6 +398,12 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
     )
     if age is not None:
         print(f"oldest waiting job: {age:.0f} s")
+    for name, load in st["fleet"]["by_backend"].items():
+        if load["waiting"] or load["workers"]:
+            print(
+                f"  {name:<12} waiting {load['waiting']:>4}  workers {load['workers']:>3}"
+                f"  busy {load['busy']:>3}"
+            )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
     return 0

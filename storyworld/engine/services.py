@@ -27,6 +27,7 @@ from storyworld.engine.models import (
 from storyworld.engine.planner import ScriptPlan, plan_script
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS
+from storyworld.queue.fleet import fleet_stats
 
 __all__ = [
     "NotFound",
@@ -345,6 +346,7 @@ def cancel_episode(rt: Runtime, episode_id: str) -> dict[str, Any]:
 def queue_stats(rt: Runtime) -> dict[str, Any]:
     st = rt.queue.stats().as_dict()
     st["queue"] = rt.settings.job_queue
+    st["fleet"] = fleet_stats(rt.queue.r, rt.queue.keys).as_dict()
     return st
 
 
