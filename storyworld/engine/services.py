@@ -27,6 +27,7 @@ from storyworld.engine.models import (
 from storyworld.engine.planner import ScriptPlan, plan_script
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, WakeReason, limits
+from storyworld.queue.fleet import fleet_stats
 
 __all__ = [
     "NotFound",
@@ -74,6 +75,7 @@ def plan_text(rt: Runtime, text: str, fmt: str | None = None, source: str = "") 
         fmt=fmt,
         default_beat_s=s.default_beat_seconds,
         max_beat_s=s.max_beat_seconds,
+        max_beats=s.max_beats,
         source=source,
     )
 
@@ -346,6 +348,7 @@ def cancel_episode(rt: Runtime, episode_id: str) -> dict[str, Any]:
 def queue_stats(rt: Runtime) -> dict[str, Any]:
     st = rt.queue.stats().as_dict()
     st["queue"] = rt.settings.job_queue
+    st["fleet"] = fleet_stats(rt.queue.r, rt.queue.keys).as_dict()
     return st
 
 
