@@ -34,7 +34,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 #: Every backend a job may name. Workers advertise the subset they can run.
-KNOWN_BACKENDS = ("animatic", "animatediff", "svd", "veo")
+KNOWN_BACKENDS = ("animatic", "animatediff", "svd", "veo", "wan", "ltx", "keyframe")
 
 
 class ProtocolError(ValueError):
