@@ -153,6 +153,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         script_path,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = script_path.read_text(encoding="utf-8-sig")
     backend = services.check_backend(args.backend or settings.default_backend)
@@ -280,6 +281,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
         args.script,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
@@ -396,6 +398,12 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
     )
     if age is not None:
         print(f"oldest waiting job: {age:.0f} s")
+    for name, load in st["fleet"]["by_backend"].items():
+        if load["waiting"] or load["workers"]:
+            print(
+                f"  {name:<12} waiting {load['waiting']:>4}  workers {load['workers']:>3}"
+                f"  busy {load['busy']:>3}"
+            )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
     return 0

@@ -116,6 +116,8 @@ class Settings:
     default_backend: str = "animatic"
     use_diffusion: bool = False
     max_beat_seconds: float = 30.0
+    #: The most beats a script may plan to (a 120-page feature plans to about 900).
+    max_beats: int = 5000
     default_beat_seconds: float = 4.0
     default_width: int = 512
     default_height: int = 288
@@ -205,6 +207,7 @@ _ENV = {
     "DEFAULT_BACKEND": "default_backend",
     "USE_DIFFUSION": "use_diffusion",
     "MAX_BEAT_SECONDS": "max_beat_seconds",
+    "MAX_BEATS": "max_beats",
     "DEFAULT_BEAT_SECONDS": "default_beat_seconds",
     "DEFAULT_WIDTH": "default_width",
     "DEFAULT_HEIGHT": "default_height",

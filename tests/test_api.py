@@ -266,8 +266,9 @@ def test_workers_show_heartbeats(client: TestClient, runtime: Runtime, backgroun
 def test_bearer_token_guards_v1(runtime: Runtime, test_env: dict[str, str]) -> None:
     from storyworld.config import load_settings
 
-    runtime.settings = load_settings(env={**test_env, "API_TOKEN": "s3cret-token-value"},
-                                     env_file=None)
+    runtime.settings = load_settings(
+        env={**test_env, "API_TOKEN": "s3cret-token-value"}, env_file=None
+    )
     client = TestClient(build_app(runtime))
     assert client.get("/healthz").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
