@@ -25,6 +25,7 @@ from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptError, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue import describe_redis_error
 from storyworld.storage import LocalStore, StorageError
@@ -153,6 +154,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         script_path,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = script_path.read_text(encoding="utf-8-sig")
     backend = services.check_backend(args.backend or settings.default_backend)
@@ -280,6 +282,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
         args.script,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
@@ -404,6 +407,12 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
     )
     if age is not None:
         print(f"oldest waiting job: {age:.0f} s")
+    for name, load in st["fleet"]["by_backend"].items():
+        if load["waiting"] or load["workers"]:
+            print(
+                f"  {name:<12} waiting {load['waiting']:>4}  workers {load['workers']:>3}"
+                f"  busy {load['busy']:>3}"
+            )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
     return 0
@@ -460,6 +469,36 @@ def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:
     with _with_runtime(args) as rt:
         services.set_paused(rt, paused)
     print("dispatch paused" if paused else "dispatch resumed")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` brings the schema to this program's revision (every start does it too);
+    `db status` only reports."""
+    from storyworld.engine.models import make_engine
+    from storyworld.engine.runtime import database_url
+    from storyworld.engine.schema import current_revision, head_revision, upgrade_database
+
+    settings = _settings(args)
+    if settings.local_mode and not settings.database_url:
+        Path(settings.home).mkdir(parents=True, exist_ok=True)
+    db = make_engine(database_url(settings), upgrade=False)
+    try:
+        url = db.url.render_as_string(hide_password=True)
+        with db.connect() as conn:
+            before = current_revision(conn)
+        after = upgrade_database(db) if args.db_command == "upgrade" else before
+    finally:
+        db.dispose()
+    out = {"database": redact(url), "revision": after, "before": before, "head": head_revision()}
+    if args.json:
+        _print_json(out)
+    elif args.db_command == "status":
+        print(f"{out['database']}: revision {before or 'none'} (this program: {out['head']})")
+    elif before == after:
+        print(f"{out['database']} is at revision {after}; nothing to do")
+    else:
+        print(f"{out['database']} upgraded from {before or 'none'} to {after}")
     return 0
 
 
@@ -562,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
     w.set_defaults(func=None)
 
+    db = sub.add_parser("db", help="database schema: upgrade, status")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
+        sp = dbs.add_parser(name, help=text)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=cmd_db)
+
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
@@ -585,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CliError, services.NotFound) as e:
+    except (ConfigError, ScriptError, CliError, services.NotFound, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:
