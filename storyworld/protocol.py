@@ -25,6 +25,7 @@ __all__ = [
     "RenderSpec",
     "Result",
     "ResultStatus",
+    "SpokenLine",
     "UploadEvent",
     "job_id_of",
     "parse_job",
@@ -56,12 +57,29 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class SpokenLine(_Message):
+    """One line of dialogue to voice, in script order. `voice` is resolved by the engine
+    (the cast's `voice`, else a default per character) so the line and its voice are part
+    of what a beat's render inputs are."""
+
+    speaker: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=2000)
+    extension: str = Field(default="", max_length=40)
+    voice: str = Field(default="", max_length=300)
+
+
 class RenderSpec(_Message):
     """What to render for one beat, and how."""
 
     text: str
     scene: str = ""
     captions: list[str] = Field(default_factory=list)
+    #: The beat's dialogue, voiced by the worker's voice stage and drawn as subtitles.
+    dialogue: list[SpokenLine] = Field(default_factory=list, max_length=200)
+    #: Characters in the beat (speakers and those the action names), and a short
+    #: description of each where the cast file has one (the previs reads its colours).
+    characters: list[str] = Field(default_factory=list, max_length=50)
+    character_notes: dict[str, str] = Field(default_factory=dict)
     title: str = ""
     duration_s: float = Field(gt=0, le=600)
     width: int = Field(gt=0, le=4096)
@@ -106,7 +124,7 @@ class Job(_Message):
 class ArtifactRef(_Message):
     """An object a worker stored: where it is and what it is."""
 
-    kind: Literal["clip", "keyframe", "episode", "settings"]
+    kind: Literal["clip", "keyframe", "episode", "settings", "audio", "subtitles"]
     key: str
     size: int = Field(ge=0)
     sha256: str
