@@ -25,6 +25,7 @@ from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptError, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue import describe_redis_error
 from storyworld.storage import LocalStore, StorageError
@@ -454,6 +455,36 @@ def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` brings the schema to this program's revision (every start does it too);
+    `db status` only reports."""
+    from storyworld.engine.models import make_engine
+    from storyworld.engine.runtime import database_url
+    from storyworld.engine.schema import current_revision, head_revision, upgrade_database
+
+    settings = _settings(args)
+    if settings.local_mode and not settings.database_url:
+        Path(settings.home).mkdir(parents=True, exist_ok=True)
+    db = make_engine(database_url(settings), upgrade=False)
+    try:
+        url = db.url.render_as_string(hide_password=True)
+        with db.connect() as conn:
+            before = current_revision(conn)
+        after = upgrade_database(db) if args.db_command == "upgrade" else before
+    finally:
+        db.dispose()
+    out = {"database": redact(url), "revision": after, "before": before, "head": head_revision()}
+    if args.json:
+        _print_json(out)
+    elif args.db_command == "status":
+        print(f"{out['database']}: revision {before or 'none'} (this program: {out['head']})")
+    elif before == after:
+        print(f"{out['database']} is at revision {after}; nothing to do")
+    else:
+        print(f"{out['database']} upgraded from {before or 'none'} to {after}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     _print_json(_settings(args).describe())
     return 0
@@ -553,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
     w.set_defaults(func=None)
 
+    db = sub.add_parser("db", help="database schema: upgrade, status")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
+        sp = dbs.add_parser(name, help=text)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=cmd_db)
+
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
@@ -576,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CliError, services.NotFound) as e:
+    except (ConfigError, ScriptError, CliError, services.NotFound, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:

@@ -43,11 +43,15 @@ from storyworld.engine.models import (
 from storyworld.protocol import (
     ErrorKind,
     Job,
+    LeaseHolder,
     ProtocolError,
     RenderSpec,
     Result,
+    WakeReason,
+    limits,
     parse_job,
     parse_result,
+    parse_wake,
 )
 from storyworld.queue import JobQueue
 from storyworld.storage import ArtifactStore, StorageError, episode_key
@@ -166,13 +170,7 @@ class Orchestrator:
         long to block for the next result (None: loop again at once)."""
         if self.token is None:
             self.token = self.queue.acquire_engine_lease(
-                {
-                    "engine": self.engine_id,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "since": time.time(),
-                },
-                self.settings.engine_lease_s,
+                LeaseHolder.here(self.engine_id), self.settings.engine_lease_s
             )
             if self.token is None:
                 self.is_leader = False
@@ -230,10 +228,11 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ results
     def _apply_raw(self, raw: str) -> bool:
-        if raw.startswith('{"v": 1, "type": "wake"'):
+        wake = parse_wake(raw)
+        if wake is not None:
             # A nudge from a CLI, console or the composer: look at the database now, and
             # at Redis too if dispatch was paused or resumed.
-            if '"reason": "paused"' in raw or '"reason": "resumed"' in raw:
+            if wake.changes_pause:
                 self._next_tick = 0.0
             return False
         try:
@@ -506,7 +505,9 @@ class Orchestrator:
             height=episode.height,
             fps=episode.fps,
             steps=episode.steps,
-            seed=(episode.seed + beat.index) if episode.seed is not None else None,
+            seed=(episode.seed + beat.index) % (limits.MAX_SEED + 1)
+            if episode.seed is not None
+            else None,
             guidance=opts.pop("guidance", None),
             negative_prompt=opts.pop("negative_prompt", ""),
             conditioning_key=(opts.pop("conditioning", {}) or {}).get(str(beat.index)),
@@ -607,7 +608,7 @@ class Orchestrator:
             self.on_change()
             if not self._stop.is_set():
                 try:
-                    self.queue.wake_engine("composed")
+                    self.queue.wake_engine(WakeReason.COMPOSED)
                 except redis.RedisError:
                     pass
 

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storyworld.protocol import limits
+
 __all__ = [
     "DialogueLine",
     "PlannedBeat",
@@ -189,8 +191,10 @@ def _check_beat(text: str, duration: float, line: int, max_s: float, source: str
             line,
             source,
         )
-    if len(text) > 4000:
-        raise ScriptError("beat text is longer than 4000 characters", line, source)
+    if len(text) > limits.MAX_TEXT_CHARS:
+        raise ScriptError(
+            f"beat text is longer than {limits.MAX_TEXT_CHARS} characters", line, source
+        )
 
 
 def _plan_plain(text: str, default_s: float, max_s: float, source: str) -> ScriptPlan:

@@ -26,7 +26,7 @@ from storyworld.engine.models import (
 )
 from storyworld.engine.planner import ScriptPlan, plan_script
 from storyworld.engine.runtime import Runtime
-from storyworld.protocol import KNOWN_BACKENDS
+from storyworld.protocol import KNOWN_BACKENDS, WakeReason, limits
 from storyworld.queue.fleet import fleet_stats
 
 __all__ = [
@@ -103,6 +103,8 @@ def create_episode(
         raise ConfigError(f"fps must be between 1 and 120, not {fps}")
     if steps is not None and not 1 <= steps <= 500:
         raise ConfigError(f"steps must be between 1 and 500, not {steps}")
+    if seed is not None and not 0 <= seed <= limits.MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
     with rt.sessions.begin() as session:
         ep = Episode(
             title=(title or plan.title or "Untitled episode")[:300],
@@ -143,7 +145,7 @@ def create_episode(
         )
         episode_id = ep.id
     if wake:
-        rt.queue.wake_engine("episode created")
+        rt.queue.wake_engine(WakeReason.CREATED)
     return episode_detail(rt, episode_id)
 
 
@@ -318,7 +320,7 @@ def retry_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict
             ep.finished_at = None
             transition(s, ep, EpisodeState.RENDERING, "retry requested by the operator")
         episode_id = ep.id
-    rt.queue.wake_engine("retry")
+    rt.queue.wake_engine(WakeReason.RETRY)
     return episode_detail(rt, episode_id)
 
 
@@ -373,7 +375,7 @@ def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any
                 if job_ids and job.id not in job_ids:
                     continue
                 transition(s, job, JobState.QUEUED, "dead letter requeued by the operator")
-        rt.queue.wake_engine("dead letters requeued")
+        rt.queue.wake_engine(WakeReason.REQUEUED)
     return {"requeued": moved, "refused": refused}
 
 
