@@ -21,9 +21,10 @@ from sqlalchemy import select
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
 from storyworld.engine import services
+from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
 from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.orchestrator import Orchestrator
-from storyworld.engine.planner import ScriptError, plan_file
+from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue import describe_redis_error
@@ -71,6 +72,35 @@ def _episode_options(args: argparse.Namespace) -> dict[str, Any]:
         "fps": args.fps,
         "steps": args.steps,
         "seed": args.seed,
+    }
+
+
+def _film_args(args: argparse.Namespace, script: Path, plan: ScriptPlan) -> dict[str, Any]:
+    """The cast (given with --cast, else `<script>.cast.toml` beside the script) and the
+    keyframe options, for `services.create_episode`. Cast errors stop here, before
+    anything is queued; a character the script never names is a warning."""
+    path = Path(args.cast) if getattr(args, "cast", None) else find_cast(script)
+    cast: Cast | None = load_cast(path) if path is not None else None
+    if cast is not None:
+        for warning in cast.check_script(
+            [(b.text, [d.speaker for d in b.dialogue]) for b in plan.beats]
+        ):
+            print(f"storyworld: warning: {warning}", file=sys.stderr)
+    return {
+        "cast": cast,
+        "keyframes": getattr(args, "keyframes", None),
+        "candidates": getattr(args, "candidates", None),
+        "approve": bool(getattr(args, "approve", False)),
+    }
+
+
+def _film_key(film: dict[str, Any]) -> dict[str, Any]:
+    cast = film["cast"]
+    return {
+        "cast": cast.to_json() if cast else None,
+        "keyframes": film["keyframes"],
+        "candidates": film["candidates"],
+        "approve": film["approve"],
     }
 
 
@@ -160,6 +190,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     size = services.parse_size(args.size) if args.size else None
     opts = _episode_options(args)
     opts["backend"] = backend
+    film_args = _film_args(args, script_path, plan)
+    if any(v for k, v in _film_key(film_args).items()):
+        opts["film"] = _film_key(film_args)
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
@@ -204,6 +237,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 options={"script_key": key},
                 wake=False,
+                reuse=not args.new,
+                **film_args,
             )
             episode_id = detail["id"]
             print(
@@ -215,7 +250,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         engine_thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
         engine_thread.start()
         if workers:
-            fleet = LocalFleet(settings, rt.redis_url, rt.store, [backend], workers)
+            film_state = services.episode_detail(rt, episode_id).get("film") or {}
+            stages = [backend]
+            if film_state.get("keyframe_backend") not in (None, backend):
+                stages.append(film_state["keyframe_backend"])
+            fleet = LocalFleet(settings, rt.redis_url, rt.store, stages, workers)
             fleet.start()
         view = ProgressView()
         last_progress = 0.0
@@ -232,6 +271,14 @@ def cmd_render(args: argparse.Namespace) -> int:
             view.show(detail, progress)
             if detail["state"] == EpisodeState.COMPLETED:
                 print(_output_location(rt, detail["output_key"]))
+                return 0
+            if detail["state"] == EpisodeState.AWAITING_APPROVAL:
+                print(
+                    f"episode {episode_id} awaits approval of its keyframes: "
+                    f"storyworld episode approve {episode_id} (or episode reroll "
+                    f"{episode_id} --beat N), then run this command again",
+                    file=sys.stderr,
+                )
                 return 0
             if detail["state"] in (EpisodeState.FAILED, EpisodeState.CANCELLED):
                 print(
@@ -285,6 +332,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     )
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
+    film_args = _film_args(args, Path(args.script), plan)
     with open_runtime(settings, role="storyworld-cli") as rt:
         detail = services.create_episode(
             rt,
@@ -296,6 +344,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
             fps=args.fps,
             steps=args.steps,
             seed=args.seed,
+            **film_args,
         )
     if args.json:
         _print_json(detail)
@@ -342,8 +391,34 @@ def cmd_episode_show(args: argparse.Namespace) -> int:
             f"  {b['index'] + 1:>3} {b['state']:<9} attempts {b['attempts']} "
             f"{b['duration_s']:g}s  {b['text'][:60]}"
         )
+        if b.get("characters") or b.get("keyframe"):
+            score = f"{b['score']:.3f}" if isinstance(b.get("score"), float) else "-"
+            reused = f", reused from {b['reused_from']}" if b.get("reused_from") else ""
+            print(
+                f"      characters {', '.join(b['characters']) or '-'}; keyframe "
+                f"{b.get('stage') or '-'}, score {score}{reused}"
+            )
         if b["error"]:
             print(f"      last error: {b['error']}")
+    if len(d.get("revisions") or []) > 1:
+        print("revisions:")
+        for r in d["revisions"]:
+            mark = "*" if r["id"] == d["id"] else " "
+            print(f"  {mark} {r['revision']:>2} {r['id']} {r['state']}, {r['reused']} reused")
+    return 0
+
+
+def cmd_episode_approve(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.approve_episode(rt, args.id, args.beat)
+    print(f"episode {d['id']}: {d['state']}")
+    return 0
+
+
+def cmd_episode_reroll(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.reroll_beat(rt, args.id, args.beat, seed=args.seed, text=args.text)
+    print(f"episode {d['id']}: beat {args.beat} keyframe re-rolled ({d['state']})")
     return 0
 
 
@@ -494,6 +569,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--fps", type=int)
         sp.add_argument("--steps", type=int, help="diffusion steps")
         sp.add_argument("--seed", type=int)
+        sp.add_argument("--cast", help="cast file (default: <script>.cast.toml beside it)")
+        sp.add_argument(
+            "--keyframes",
+            choices=("off", "auto", "on"),
+            help="keyframes first: auto (default) when a beat has references, --approve, "
+            "--candidates > 1 or an image-to-video backend",
+        )
+        sp.add_argument("--candidates", type=int, help="keyframes drawn per beat (1-8)")
+        sp.add_argument(
+            "--approve", action="store_true", help="stop for approval once keyframes exist"
+        )
 
     r = sub.add_parser("render", help="render a script to an episode and wait for it")
     r.add_argument("script", help="plain text or .fountain script")
@@ -521,6 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("id")
     rt.add_argument("--beat", type=int, help="beat number (1-based)")
     rt.set_defaults(func=cmd_episode_retry)
+    ap = eps.add_parser("approve", help="approve keyframes: their clips render")
+    ap.add_argument("id")
+    ap.add_argument("--beat", type=int, help="beat number (1-based); default every beat")
+    ap.set_defaults(func=cmd_episode_approve)
+    rr = eps.add_parser("reroll", help="draw one beat's keyframe again")
+    rr.add_argument("id")
+    rr.add_argument("--beat", type=int, required=True, help="beat number (1-based)")
+    rr.add_argument("--seed", type=int)
+    rr.add_argument("--text", help="new action text for the beat's prompt")
+    rr.set_defaults(func=cmd_episode_reroll)
     cn = eps.add_parser("cancel")
     cn.add_argument("id")
     cn.set_defaults(func=cmd_episode_cancel)
@@ -576,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CliError, services.NotFound) as e:
+    except (ConfigError, ScriptError, CastError, CliError, services.NotFound) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:

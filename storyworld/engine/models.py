@@ -52,6 +52,7 @@ def new_id() -> str:
 class EpisodeState(StrEnum):
     PLANNED = "planned"
     RENDERING = "rendering"
+    AWAITING_APPROVAL = "awaiting_approval"  # every keyframe drawn; the operator decides
     COMPOSING = "composing"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -78,7 +79,17 @@ class JobState(StrEnum):
 
 _EPISODE_MOVES = {
     EpisodeState.PLANNED: {EpisodeState.RENDERING, EpisodeState.CANCELLED, EpisodeState.FAILED},
-    EpisodeState.RENDERING: {EpisodeState.COMPOSING, EpisodeState.FAILED, EpisodeState.CANCELLED},
+    EpisodeState.RENDERING: {
+        EpisodeState.COMPOSING,
+        EpisodeState.FAILED,
+        EpisodeState.CANCELLED,
+        EpisodeState.AWAITING_APPROVAL,
+    },
+    EpisodeState.AWAITING_APPROVAL: {
+        EpisodeState.RENDERING,
+        EpisodeState.CANCELLED,
+        EpisodeState.FAILED,
+    },
     EpisodeState.COMPOSING: {
         EpisodeState.COMPLETED,
         EpisodeState.FAILED,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storyworld.config import Settings
+from storyworld.engine import film
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -298,6 +299,9 @@ class Orchestrator:
                 )
         if episode.state == EpisodeState.CANCELLED:
             return
+        if film.is_keyframe_job(job.payload):
+            film.keyframe_done(s, job, beat, episode, result, self.settings)
+            return
         if beat.state != BeatState.DONE:
             clip = next((a.key for a in result.artifacts if a.kind == "clip"), None)
             beat.clip_key = clip
@@ -474,14 +478,14 @@ class Orchestrator:
                         beat_id=beat.id,
                         episode_id=episode.id,
                         attempt=attempt,
-                        backend=beat.backend,
+                        backend=job.backend,
                         state=JobState.QUEUED,
                         payload=job.to_json(),
                         queued_at=now,
                     )
                 )
                 beat.attempts = attempt
-                transition(s, beat, BeatState.QUEUED, f"attempt {attempt} queued on {beat.backend}")
+                transition(s, beat, BeatState.QUEUED, f"attempt {attempt} queued on {job.backend}")
                 jobs.append(job)
         if not jobs:
             return False
@@ -495,6 +499,7 @@ class Orchestrator:
 
     def _build_job(self, episode: Episode, beat: Beat, attempt: int) -> Job:
         opts = dict(episode.options or {})
+        staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
         spec = RenderSpec(
             text=beat.text,
             scene=beat.scene,
@@ -513,13 +518,15 @@ class Orchestrator:
             conditioning_key=(opts.pop("conditioning", {}) or {}).get(str(beat.index)),
             options=opts,
         )
+        if staged is not None:
+            spec = film.staged_spec(spec, staged)
         return Job(
             job_id=job_id_for(episode.id, beat.index, attempt),
             episode_id=episode.id,
             beat_id=beat.id,
             beat_index=beat.index,
             attempt=attempt,
-            backend=beat.backend,
+            backend=staged["backend"] if staged else beat.backend,
             spec=spec,
         )
 

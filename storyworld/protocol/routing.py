@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = ["KNOWN_BACKENDS", "VRAM_CLASSES", "vram_classes_arg", "wake_suffix"]
 
 #: Every backend a job may name. Workers advertise the subset they can run.
-KNOWN_BACKENDS = ("animatic", "animatediff", "svd", "veo")
+KNOWN_BACKENDS = ("animatic", "animatediff", "svd", "veo", "wan", "ltx", "keyframe")
 
 #: GPU memory classes (GB) for jobs that need a big card.
 VRAM_CLASSES = (8, 16, 24, 32, 48, 80, 141)
