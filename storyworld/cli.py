@@ -26,6 +26,7 @@ from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue import describe_redis_error
 from storyworld.storage import LocalStore, StorageError
@@ -424,7 +425,15 @@ def cmd_episode_reroll(args: argparse.Namespace) -> int:
 
 def cmd_episode_retry(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
-        beat = args.beat - 1 if args.beat is not None else None
+        beat = None
+        if args.beat is not None:
+            # The CLI counts beats from 1, the services from 0: check here, in the CLI's terms.
+            total = services.episode_detail(rt, args.id)["beats_total"]
+            if not 1 <= args.beat <= total:
+                raise CliError(
+                    f"episode {args.id} has beats 1 to {total}; there is no beat {args.beat}"
+                )
+            beat = args.beat - 1
         d = services.retry_episode(rt, args.id, beat)
     print(f"episode {d['id']}: {d['state']}")
     return 0
@@ -493,7 +502,16 @@ def cmd_queue_dead(args: argparse.Namespace) -> int:
     if not dead:
         print("no dead letters")
     for d in dead:
-        print(f"{d['job_id'] or '(unreadable)'}  {d['reason']}")
+        name = d["job_id"] or f"{d['ref']} (unreadable: no job id)"
+        print(f"{name}  {d['reason']}")
+    return 0
+
+
+def _unmatched(out: dict[str, Any]) -> int:
+    """Say which names matched no dead letter; the exit status is 1 if any."""
+    if out.get("unmatched"):
+        print(f"no dead letter matches {', '.join(out['unmatched'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -510,7 +528,7 @@ def cmd_queue_requeue(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_drop(args: argparse.Namespace) -> int:
@@ -519,13 +537,43 @@ def cmd_queue_drop(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
         out = services.drop_dead(rt, None if args.all else args.job_ids)
     print(f"dropped {out['dropped']}")
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:
     with _with_runtime(args) as rt:
         services.set_paused(rt, paused)
     print("dispatch paused" if paused else "dispatch resumed")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` brings the schema to this program's revision (every start does it too);
+    `db status` only reports."""
+    from storyworld.engine.models import make_engine
+    from storyworld.engine.runtime import database_url
+    from storyworld.engine.schema import current_revision, head_revision, upgrade_database
+
+    settings = _settings(args)
+    if settings.local_mode and not settings.database_url:
+        Path(settings.home).mkdir(parents=True, exist_ok=True)
+    db = make_engine(database_url(settings), upgrade=False)
+    try:
+        url = db.url.render_as_string(hide_password=True)
+        with db.connect() as conn:
+            before = current_revision(conn)
+        after = upgrade_database(db) if args.db_command == "upgrade" else before
+    finally:
+        db.dispose()
+    out = {"database": redact(url), "revision": after, "before": before, "head": head_revision()}
+    if args.json:
+        _print_json(out)
+    elif args.db_command == "status":
+        print(f"{out['database']}: revision {before or 'none'} (this program: {out['head']})")
+    elif before == after:
+        print(f"{out['database']} is at revision {after}; nothing to do")
+    else:
+        print(f"{out['database']} upgraded from {before or 'none'} to {after}")
     return 0
 
 
@@ -649,6 +697,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
     w.set_defaults(func=None)
 
+    db = sub.add_parser("db", help="database schema: upgrade, status")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
+        sp = dbs.add_parser(name, help=text)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=cmd_db)
+
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
@@ -672,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CastError, CliError, services.NotFound) as e:
+    except (ConfigError, ScriptError, CastError, CliError, services.NotFound, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:

@@ -394,6 +394,7 @@ def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
     return [
         {
             "job_id": d.job_id,
+            "ref": d.ref,
             "reason": d.reason,
             "payload": d.payload,
             "at": d.at,
@@ -403,9 +404,23 @@ def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
     ]
 
 
+def _unmatched(rt: Runtime, refs: list[str] | None) -> list[str]:
+    """The refs (job ids or `entry:` refs) that name no dead letter."""
+    if not refs:
+        return []
+    known: set[str] = set()
+    for d in rt.queue.dead_letters(1_000_000):
+        known.update((d.ref, d.job_id))
+    return [r for r in refs if r not in known]
+
+
 def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
-    """Send dead letters again. The engine accepts their results even if it had failed the
-    beat, and the episode resumes."""
+    """Send dead letters again (named by job id, or by `ref` for an unreadable one). The
+    engine accepts their results even if it had failed the beat, and the episode resumes.
+    `unmatched` lists the names that matched no dead letter."""
+    unmatched = _unmatched(rt, job_ids)
+    if job_ids and len(unmatched) == len(job_ids):
+        return {"requeued": 0, "refused": [], "unmatched": unmatched}
     moved, refused = rt.queue.requeue_dead(job_ids or None)
     if moved:
         with rt.sessions.begin() as s:
@@ -414,11 +429,15 @@ def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any
                     continue
                 transition(s, job, JobState.QUEUED, "dead letter requeued by the operator")
         rt.queue.wake_engine(WakeReason.REQUEUED)
-    return {"requeued": moved, "refused": refused}
+    return {"requeued": moved, "refused": refused, "unmatched": unmatched}
 
 
 def drop_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
-    return {"dropped": rt.queue.drop_dead(job_ids or None)}
+    """Discard dead letters (by job id or `ref`); `unmatched` as for `requeue_dead`."""
+    unmatched = _unmatched(rt, job_ids)
+    if job_ids and len(unmatched) == len(job_ids):
+        return {"dropped": 0, "unmatched": unmatched}
+    return {"dropped": rt.queue.drop_dead(job_ids or None), "unmatched": unmatched}
 
 
 def set_paused(rt: Runtime, paused: bool) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "Job",
     "JobBase",
     "RenderSpec",
+    "SpokenLine",
     "job_id_of",
     "job_kind",
     "parse_job",
@@ -45,12 +46,33 @@ def _check_options(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+class SpokenLine(Message):
+    """One line of dialogue to voice, in script order. `voice` is resolved by the engine
+    (the cast's `voice`, else a default per character), so the line and its voice are part
+    of what a beat's render inputs are."""
+
+    speaker: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=L.MAX_CAPTION_CHARS)
+    extension: str = Field(default="", max_length=40)
+    voice: str = Field(default="", max_length=300)
+
+
 class RenderSpec(Message):
     """What to render for one beat, and how."""
 
     text: str = Field(max_length=L.MAX_TEXT_CHARS)
     scene: str = Field(default="", max_length=L.MAX_TITLE_CHARS)
     captions: list[Caption] = Field(default_factory=list, max_length=L.MAX_CAPTIONS)
+    #: The beat's dialogue, voiced by the worker's voice stage and drawn as subtitles.
+    dialogue: list[SpokenLine] = Field(default_factory=list, max_length=L.MAX_CAPTIONS)
+    #: Characters in the beat (speakers and those the action names), and a short
+    #: description of each where the cast file has one (the previs reads its colours).
+    characters: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
+        default_factory=list, max_length=50
+    )
+    character_notes: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=50
+    )
     title: str = Field(default="", max_length=L.MAX_TITLE_CHARS)
     duration_s: float = Field(gt=0, le=600)
     width: int = Field(gt=0, le=4096)

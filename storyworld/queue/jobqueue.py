@@ -21,6 +21,7 @@ BLMOVE and its acknowledgement on the engine (the enqueue is one script per batc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ class DeadLetter:
     payload: str
     at: float
     worker: str
+    #: How an operator names this entry: its job id, else `entry:<sha1 of the raw entry>`
+    #: (an unreadable entry has no job id; requeue_dead.lua accepts both).
+    ref: str = ""
 
 
 @dataclass
@@ -550,7 +554,9 @@ class JobQueue:
         out = []
         for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
             d = parse_dead_letter(raw)
-            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker))
+            digest = hashlib.sha1(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
+            ref = d.job_id or f"entry:{digest[:16]}"
+            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker, ref))
         return out
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
