@@ -116,6 +116,8 @@ class Settings:
     default_backend: str = "animatic"
     use_diffusion: bool = False
     max_beat_seconds: float = 30.0
+    #: The most beats a script may plan to (a 120-page feature plans to about 900).
+    max_beats: int = 5000
     default_beat_seconds: float = 4.0
     default_width: int = 512
     default_height: int = 288
@@ -147,6 +149,14 @@ class Settings:
     animatediff_motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-2"
     svd_model: str = "stabilityai/stable-video-diffusion-img2vid-xt"
     keyframe_model: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    # Film backends (wave 2).
+    wan_model: str = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    ltx_model: str = "Lightricks/LTX-Video"
+    ip_adapter_model: str = "h94/IP-Adapter"
+    ip_adapter_scale: float = 0.6
+    gpu_offload: str = "none"
+    consistency_min: float = 0.0
+    max_rerolls: int = 2
     gemini_api_key: Secret = field(default_factory=lambda: Secret(""))
     veo_model: str = "veo-3.0-generate-001"
     veo_api_base: str = "https://generativelanguage.googleapis.com/v1beta"
@@ -197,6 +207,7 @@ _ENV = {
     "DEFAULT_BACKEND": "default_backend",
     "USE_DIFFUSION": "use_diffusion",
     "MAX_BEAT_SECONDS": "max_beat_seconds",
+    "MAX_BEATS": "max_beats",
     "DEFAULT_BEAT_SECONDS": "default_beat_seconds",
     "DEFAULT_WIDTH": "default_width",
     "DEFAULT_HEIGHT": "default_height",
@@ -225,6 +236,13 @@ _ENV = {
     "ANIMATEDIFF_MOTION_ADAPTER": "animatediff_motion_adapter",
     "SVD_MODEL": "svd_model",
     "KEYFRAME_MODEL": "keyframe_model",
+    "WAN_MODEL": "wan_model",
+    "LTX_MODEL": "ltx_model",
+    "IP_ADAPTER_MODEL": "ip_adapter_model",
+    "IP_ADAPTER_SCALE": "ip_adapter_scale",
+    "GPU_OFFLOAD": "gpu_offload",
+    "CONSISTENCY_MIN": "consistency_min",
+    "MAX_REROLLS": "max_rerolls",
     "GEMINI_API_KEY": "gemini_api_key",
     "VEO_MODEL": "veo_model",
     "VEO_API_BASE": "veo_api_base",
@@ -315,6 +333,10 @@ def load_settings(
         if pw:
             _register_secret(pw)
     settings = Settings(**kwargs)
+    if settings.gpu_offload not in ("none", "model", "sequential"):
+        raise ConfigError(
+            f"GPU_OFFLOAD must be none, model or sequential, not {settings.gpu_offload!r}"
+        )
     if settings.lease_renew_s >= settings.lease_s:
         raise ConfigError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
     return settings

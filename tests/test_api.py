@@ -230,19 +230,23 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
     r = client.post("/v1/queue/dead/requeue", json={})
     assert r.status_code == 422 and "job_ids" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"job_ids": ["job-1", "job-bad"]})
-    assert r.json() == {"requeued": 1, "refused": ["job-bad"]}
+    assert r.json() == {"requeued": 1, "refused": ["job-bad"], "unmatched": []}
     assert r_.llen(runtime.settings.job_queue) == 1
     assert json.loads(r_.lindex(runtime.settings.job_queue, 0))["job_id"] == "job-1"
     assert r_.llen(keys.dead) == 3
 
     r = client.post("/v1/queue/dead/drop", json={"job_ids": ["job-bad"]})
-    assert r.json() == {"dropped": 1}
+    assert r.json() == {"dropped": 1, "unmatched": []}
+    for verb in ("requeue", "drop"):
+        r = client.post(f"/v1/queue/dead/{verb}", json={"job_ids": ["no-such-job"]})
+        assert r.status_code == 404 and "no-such-job" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"all": True})
-    assert r.json() == {"requeued": 2, "refused": []}
+    assert r.json() == {"requeued": 2, "refused": [], "unmatched": []}
     assert r_.llen(runtime.settings.job_queue) == 3 and r_.llen(keys.dead) == 0
 
     _dead_letter(runtime, "job-4", "{}")
-    assert client.post("/v1/queue/dead/drop", json={"all": True}).json() == {"dropped": 1}
+    dropped = client.post("/v1/queue/dead/drop", json={"all": True}).json()
+    assert dropped == {"dropped": 1, "unmatched": []}
     assert client.get("/v1/queue").json()["dead"] == 0
 
 
@@ -266,8 +270,9 @@ def test_workers_show_heartbeats(client: TestClient, runtime: Runtime, backgroun
 def test_bearer_token_guards_v1(runtime: Runtime, test_env: dict[str, str]) -> None:
     from storyworld.config import load_settings
 
-    runtime.settings = load_settings(env={**test_env, "API_TOKEN": "s3cret-token-value"},
-                                     env_file=None)
+    runtime.settings = load_settings(
+        env={**test_env, "API_TOKEN": "s3cret-token-value"}, env_file=None
+    )
     client = TestClient(build_app(runtime))
     assert client.get("/healthz").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):

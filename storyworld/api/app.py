@@ -397,13 +397,20 @@ def _queue_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
     ) -> list[dict[str, Any]]:
         return services.dead_letters(rt, limit)
 
+    def matched(out: dict[str, Any], chosen: list[str] | None) -> dict[str, Any]:
+        if chosen and out["unmatched"] and len(out["unmatched"]) == len(chosen):
+            raise ApiError(404, f"no dead letter matches {', '.join(out['unmatched'])}")
+        return out
+
     @r.post("/queue/dead/requeue", dependencies=change, tags=["queue"])
     def requeue_dead(body: DeadLetterSelection) -> dict[str, Any]:
-        return services.requeue_dead(rt, body.chosen())
+        chosen = body.chosen()
+        return matched(services.requeue_dead(rt, chosen), chosen)
 
     @r.post("/queue/dead/drop", dependencies=change, tags=["queue"])
     def drop_dead(body: DeadLetterSelection) -> dict[str, Any]:
-        return services.drop_dead(rt, body.chosen())
+        chosen = body.chosen()
+        return matched(services.drop_dead(rt, chosen), chosen)
 
     @r.post("/queue/pause", dependencies=change, tags=["queue"])
     def pause() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storyworld.config import Settings
+from storyworld.engine import film
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -43,11 +44,15 @@ from storyworld.engine.models import (
 from storyworld.protocol import (
     ErrorKind,
     Job,
+    LeaseHolder,
     ProtocolError,
     RenderSpec,
     Result,
+    WakeReason,
+    limits,
     parse_job,
     parse_result,
+    parse_wake,
 )
 from storyworld.queue import JobQueue
 from storyworld.storage import ArtifactStore, StorageError, episode_key
@@ -166,13 +171,7 @@ class Orchestrator:
         long to block for the next result (None: loop again at once)."""
         if self.token is None:
             self.token = self.queue.acquire_engine_lease(
-                {
-                    "engine": self.engine_id,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "since": time.time(),
-                },
-                self.settings.engine_lease_s,
+                LeaseHolder.here(self.engine_id), self.settings.engine_lease_s
             )
             if self.token is None:
                 self.is_leader = False
@@ -230,10 +229,11 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ results
     def _apply_raw(self, raw: str) -> bool:
-        if raw.startswith('{"v": 1, "type": "wake"'):
+        wake = parse_wake(raw)
+        if wake is not None:
             # A nudge from a CLI, console or the composer: look at the database now, and
             # at Redis too if dispatch was paused or resumed.
-            if '"reason": "paused"' in raw or '"reason": "resumed"' in raw:
+            if wake.changes_pause:
                 self._next_tick = 0.0
             return False
         try:
@@ -298,6 +298,9 @@ class Orchestrator:
                     )
                 )
         if episode.state == EpisodeState.CANCELLED:
+            return
+        if film.is_keyframe_job(job.payload):
+            film.keyframe_done(s, job, beat, episode, result, self.settings)
             return
         if beat.state != BeatState.DONE:
             clip = next((a.key for a in result.artifacts if a.kind == "clip"), None)
@@ -475,14 +478,14 @@ class Orchestrator:
                         beat_id=beat.id,
                         episode_id=episode.id,
                         attempt=attempt,
-                        backend=beat.backend,
+                        backend=job.backend,
                         state=JobState.QUEUED,
                         payload=job.to_json(),
                         queued_at=now,
                     )
                 )
                 beat.attempts = attempt
-                transition(s, beat, BeatState.QUEUED, f"attempt {attempt} queued on {beat.backend}")
+                transition(s, beat, BeatState.QUEUED, f"attempt {attempt} queued on {job.backend}")
                 jobs.append(job)
         if not jobs:
             return False
@@ -496,6 +499,7 @@ class Orchestrator:
 
     def _build_job(self, episode: Episode, beat: Beat, attempt: int) -> Job:
         opts = dict(episode.options or {})
+        staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
         spec = RenderSpec(
             text=beat.text,
             scene=beat.scene,
@@ -506,19 +510,23 @@ class Orchestrator:
             height=episode.height,
             fps=episode.fps,
             steps=episode.steps,
-            seed=(episode.seed + beat.index) if episode.seed is not None else None,
+            seed=(episode.seed + beat.index) % (limits.MAX_SEED + 1)
+            if episode.seed is not None
+            else None,
             guidance=opts.pop("guidance", None),
             negative_prompt=opts.pop("negative_prompt", ""),
             conditioning_key=(opts.pop("conditioning", {}) or {}).get(str(beat.index)),
             options=opts,
         )
+        if staged is not None:
+            spec = film.staged_spec(spec, staged)
         return Job(
             job_id=job_id_for(episode.id, beat.index, attempt),
             episode_id=episode.id,
             beat_id=beat.id,
             beat_index=beat.index,
             attempt=attempt,
-            backend=beat.backend,
+            backend=staged["backend"] if staged else beat.backend,
             spec=spec,
         )
 
@@ -607,7 +615,7 @@ class Orchestrator:
             self.on_change()
             if not self._stop.is_set():
                 try:
-                    self.queue.wake_engine("composed")
+                    self.queue.wake_engine(WakeReason.COMPOSED)
                 except redis.RedisError:
                     pass
 

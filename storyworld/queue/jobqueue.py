@@ -21,6 +21,7 @@ BLMOVE and its acknowledgement on the engine (the enqueue is one script per batc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,23 @@ from typing import Any
 
 import redis
 
-from storyworld.protocol import Job, ProtocolError, Result, job_id_of, parse_job
+from storyworld.protocol import (
+    EventKind,
+    FinishedEvent,
+    Job,
+    LeaseHolder,
+    ProtocolError,
+    Result,
+    StartedEvent,
+    WakeReason,
+    WorkerGoneEvent,
+    event_fields,
+    job_id_of,
+    parse_dead_letter,
+    parse_job,
+    parse_lease_holder,
+    wake_message,
+)
 from storyworld.queue.keys import Keys, wake_suffix
 
 __all__ = [
@@ -114,6 +131,9 @@ class DeadLetter:
     payload: str
     at: float
     worker: str
+    #: How an operator names this entry: its job id, else `entry:<sha1 of the raw entry>`
+    #: (an unreadable entry has no job id; requeue_dead.lua accepts both).
+    ref: str = ""
 
 
 @dataclass
@@ -188,10 +208,14 @@ class JobQueue:
         return self._scripts[name](keys=keys, args=args)
 
     # ---------------------------------------------------------------- engine side
-    def acquire_engine_lease(self, info: dict[str, Any], lease_s: float) -> str | None:
+    def acquire_engine_lease(
+        self, holder: LeaseHolder | dict[str, Any], lease_s: float
+    ) -> str | None:
         """Try to become the dispatching engine. Returns the fencing token (the lease value,
         checked atomically by every enqueue and tick) or None if another engine holds it."""
-        token = json.dumps({**info, "nonce": time.time_ns()}, sort_keys=True)
+        if isinstance(holder, dict):
+            holder = LeaseHolder(**{k: v for k, v in holder.items() if k != "nonce"})
+        token = holder.to_token()
         ok = self.r.set(self.keys.engine_lease, token, nx=True, px=int(lease_s * 1000))
         return token if ok else None
 
@@ -204,13 +228,8 @@ class JobQueue:
         self.r.eval(script, 1, self.keys.engine_lease, token)
 
     def engine_holder(self) -> dict[str, Any] | None:
-        raw = self.r.get(self.keys.engine_lease)
-        if not raw:
-            return None
-        try:
-            return {k: v for k, v in json.loads(raw).items() if k != "nonce"}
-        except ValueError:
-            return {"engine": "unknown"}
+        holder = parse_lease_holder(self.r.get(self.keys.engine_lease))
+        return holder.public() if holder else None
 
     def enqueue(self, jobs: list[Job], token: str = "") -> int:
         """Queue jobs in one round trip. Returns -1 if `token` no longer holds the engine
@@ -286,7 +305,7 @@ class JobQueue:
 
     def wake_engine(self, reason: str) -> None:
         """Make a blocked engine look at the database now (new episode, retry, pause)."""
-        self.r.lpush(self.keys.results, json.dumps({"v": 1, "type": "wake", "reason": reason}))
+        self.r.lpush(self.keys.results, wake_message(reason))
 
     def cancel_jobs(self, job_ids: list[str]) -> int:
         """Withdraw waiting jobs and ask holders of in-flight ones to stop."""
@@ -340,16 +359,14 @@ class JobQueue:
     def reserve(self, worker_id: str, payload: str, job: Job) -> bool:
         """Take the job just popped from a wake list: False if it is no longer waiting."""
         k = self.keys
-        event = json.dumps(
-            {
-                "job_id": job.job_id,
-                "worker": worker_id,
-                "episode_id": job.episode_id,
-                "beat_index": job.beat_index,
-                "backend": job.backend,
-                "delivery": job.delivery,
-            }
-        )
+        event = StartedEvent(
+            job_id=job.job_id,
+            worker=worker_id,
+            episode_id=job.episode_id,
+            beat_index=job.beat_index,
+            backend=job.backend,
+            delivery=job.delivery,
+        ).to_json()
         return bool(
             self._run(
                 "reserve",
@@ -413,16 +430,16 @@ class JobQueue:
     def ack(self, worker_id: str, result: Result, *, was_cancelled: bool = False) -> None:
         """Report a job's result and release its lease."""
         k = self.keys
-        event = {
-            "job_id": result.job_id,
-            "episode_id": result.episode_id,
-            "worker": worker_id,
-            "status": result.status.value,
-            "backend": result.backend,
-            "error": result.error,
-            "render_s": result.render_s,
-            "uploads": [u.model_dump() for u in result.uploads],
-        }
+        event = FinishedEvent(
+            job_id=result.job_id,
+            episode_id=result.episode_id,
+            worker=worker_id,
+            status=result.status.value,
+            backend=result.backend,
+            error=result.error,
+            render_s=result.render_s,
+            uploads=list(result.uploads),
+        )
         self._run(
             "ack",
             [k.inflight, k.data, k.results, k.events, k.cancelled],
@@ -431,9 +448,9 @@ class JobQueue:
                 result.job_id,
                 result.to_json(),
                 self.events_maxlen,
-                json.dumps(event),
+                event.to_json(),
                 "1" if was_cancelled else "0",
-                "done" if result.status == "succeeded" else "failed",
+                EventKind.DONE if result.status == "succeeded" else EventKind.FAILED,
             ],
         )
 
@@ -464,7 +481,7 @@ class JobQueue:
             p.zrem(self.keys.workers, worker_id)
             p.xadd(
                 self.keys.events,
-                {"type": "worker_gone", "data": json.dumps({"id": worker_id})},
+                event_fields(EventKind.WORKER_GONE, WorkerGoneEvent(id=worker_id)),
                 maxlen=self.events_maxlen,
                 approximate=True,
             )
@@ -497,12 +514,8 @@ class JobQueue:
                 oldest_s = max(0.0, time.time() - float(json.loads(oldest)["enqueued_at"]))
             except (ValueError, KeyError, TypeError):
                 oldest_s = None
-        engine = None
-        if lease:
-            try:
-                engine = {k2: v for k2, v in json.loads(lease).items() if k2 != "nonce"}
-            except ValueError:
-                engine = {"engine": "unknown"}
+        holder = parse_lease_holder(lease)
+        engine = holder.public() if holder else None
         return QueueStats(
             waiting=int(waiting),
             in_flight=int(inflight),
@@ -540,19 +553,10 @@ class JobQueue:
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         out = []
         for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
-            try:
-                d = json.loads(raw)
-                out.append(
-                    DeadLetter(
-                        job_id=d.get("job_id") or "",
-                        reason=d.get("reason", ""),
-                        payload=d.get("payload", ""),
-                        at=float(d.get("at", 0)),
-                        worker=d.get("worker") or "",
-                    )
-                )
-            except (ValueError, TypeError, AttributeError):
-                out.append(DeadLetter("", "corrupt dead-letter entry", _s(raw), 0.0, ""))
+            d = parse_dead_letter(raw)
+            digest = hashlib.sha1(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
+            ref = d.job_id or f"entry:{digest[:16]}"
+            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker, ref))
         return out
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
@@ -579,7 +583,7 @@ class JobQueue:
             self.r.set(self.keys.paused, "1")
         else:
             self.r.delete(self.keys.paused)
-        self.wake_engine("paused" if paused else "resumed")
+        self.wake_engine(WakeReason.PAUSED if paused else WakeReason.RESUMED)
 
     def read_events(
         self, last_id: str, block_ms: int | None, count: int = 200

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: GPU memory classes (GB) for jobs that need a big card; same list as in _prelude.lua.
-VRAM_CLASSES = (8, 16, 24, 32, 48, 80, 141)
+from storyworld.protocol.routing import VRAM_CLASSES, wake_suffix
 
-
-def wake_suffix(backend: str, min_vram_gb: float) -> str:
-    """The wake list of a job: its backend, plus the smallest memory class that fits."""
-    if min_vram_gb <= 0:
-        return backend
-    for c in VRAM_CLASSES:
-        if min_vram_gb <= c:
-            return f"{backend}@{c}"
-    return f"{backend}@{VRAM_CLASSES[-1]}"
+# The memory classes and the wake-list rule are part of the protocol (Lua gets them as ARGV).
+__all__ = ["VRAM_CLASSES", "Keys", "wake_suffix"]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from storyworld.config import redact
-from storyworld.engine import services
+from storyworld.engine import jobs, services
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptPlan
 from storyworld.engine.runtime import Runtime
@@ -194,6 +194,11 @@ class Actions:
     def drop_dead(self, job_ids: list[str] | None) -> dict[str, Any]:
         out = services.drop_dead(self.rt, job_ids)
         self._done(f"dropped {out['dropped']} dead letter(s)")
+        return out
+
+    def bulk_jobs(self, query: jobs.JobQuery, action: str, expect: int) -> dict[str, Any]:
+        out = jobs.bulk(self.rt, query, action, expect=expect)
+        self._done(f"{action} {out['done']} of {out['selected']} job(s) ({query.describe()})")
         return out
 
     def set_paused(self, paused: bool) -> None:

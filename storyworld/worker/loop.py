@@ -15,7 +15,6 @@ Redis going away makes every thread wait and retry with backoff; nothing is drop
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import queue as stdqueue
@@ -37,11 +36,13 @@ from storyworld.config import Settings, redact
 from storyworld.protocol import (
     ArtifactRef,
     ErrorKind,
+    Heartbeat,
     Job,
     ProtocolError,
     Result,
     ResultStatus,
     UploadEvent,
+    WorkerState,
     job_id_of,
     parse_job,
 )
@@ -170,29 +171,29 @@ class Worker:
         self._parent_pid = int(parent) if parent.isdigit() else 0
 
     # --------------------------------------------------------------- heartbeat
-    def heartbeat_fields(self) -> dict[str, Any]:
+    def heartbeat_fields(self) -> dict[str, str]:
         with self._lock:
             held = list(self.held.values())
         current = next((h for h in held if h.stage == "rendering"), held[0] if held else None)
         gpu = gpu_status()
-        fields: dict[str, Any] = {
-            "id": self.id,
-            "host": self.host,
-            "pid": str(os.getpid()),
-            "backends": ",".join(self.backend_names),
-            "version": __version__,
-            "started_at": f"{self.started_at:.3f}",
-            "done": str(self.done),
-            "failed": str(self.failed),
-            "gpu": json.dumps(gpu) if gpu else "",
-            "state": "draining" if self.stopping.is_set() else ("busy" if held else "idle"),
-            "job": current.job.job_id if current else "",
-            "episode": current.job.episode_id if current else "",
-            "beat": str(current.job.beat_index) if current else "",
-            "stage": current.stage if current else "",
-            "progress": f"{current.step / current.steps:.3f}" if current and current.steps else "",
-        }
-        return fields
+        state = WorkerState.DRAINING if self.stopping.is_set() else None
+        return Heartbeat(
+            id=self.id,
+            host=self.host,
+            pid=str(os.getpid()),
+            backends=",".join(self.backend_names),
+            version=__version__,
+            started_at=f"{self.started_at:.3f}",
+            done=str(self.done),
+            failed=str(self.failed),
+            gpu=Heartbeat.gpu_json(gpu),
+            state=state or (WorkerState.BUSY if held else WorkerState.IDLE),
+            job=current.job.job_id if current else "",
+            episode=current.job.episode_id if current else "",
+            beat=str(current.job.beat_index) if current else "",
+            stage=current.stage if current else "",
+            progress=f"{current.step / current.steps:.3f}" if current and current.steps else "",
+        ).to_fields()
 
     def _take_logs(self, force: bool = False) -> list[str]:
         return self.logs.take(force) if self.logs else []

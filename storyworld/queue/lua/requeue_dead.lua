@@ -1,6 +1,7 @@
 -- Operator: move dead letters back to the front of the queue (or drop them).
 -- KEYS: dead, jobs, events
--- ARGV: mode ('requeue' | 'drop'), wake_prefix, events_maxlen, [job ids] (none = all)
+-- ARGV: mode ('requeue' | 'drop'), wake_prefix, events_maxlen, [job ids or 'entry:<first 16
+--       hex of the entry's SHA-1>' for entries without a job id] (none = all)
 local selected = {}
 local all = #ARGV <= 3
 for i = 4, #ARGV do selected[ARGV[i]] = true end
@@ -10,7 +11,8 @@ for i = #entries, 1, -1 do
   local entry = entries[i]
   local ok, dl = pcall(cjson.decode, entry)
   local id = (ok and type(dl) == 'table' and type(dl.job_id) == 'string') and dl.job_id or ''
-  if all or selected[id] then
+  local ref = id ~= '' and id or ('entry:' .. string.sub(redis.sha1hex(entry), 1, 16))
+  if all or selected[ref] then
     if ARGV[1] == 'drop' then
       redis.call('LREM', KEYS[1], 1, entry)
       dropped = dropped + 1
@@ -23,7 +25,7 @@ for i = #entries, 1, -1 do
         redis.call('RPUSH', ARGV[2] .. wake_suffix(job), again)
         moved = moved + 1
       else
-        refused[#refused + 1] = id
+        refused[#refused + 1] = ref
       end
     end
   end
