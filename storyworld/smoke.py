@@ -37,7 +37,7 @@ from storyworld.storage import LocalStore, StorageError
 __all__ = ["CHEAPEST_FIRST", "SmokeOutcome", "Step", "run_smoke"]
 
 #: Backends from the cheapest to run to the dearest (veo is billed per second of video).
-CHEAPEST_FIRST = ("animatic", "animatediff", "svd", "veo")
+CHEAPEST_FIRST = ("animatic", "animatediff", "ltx", "wan", "svd", "veo")
 SMOKE_SIZE = "256x128"
 SMOKE_STEPS = 2
 TERMINAL = ("completed", "failed", "cancelled")

@@ -22,6 +22,9 @@ MIN_FREE_GB = 15.0
 _MODEL_SETTINGS = {
     "animatediff": ("animatediff_base_model", "animatediff_motion_adapter"),
     "svd": ("svd_model",),
+    "wan": ("wan_model",),
+    "ltx": ("ltx_model",),
+    "keyframe": ("keyframe_model",),
 }
 
 
@@ -115,7 +118,7 @@ def _models(settings: Settings, backends: list[str], named: bool) -> list[Check]
     for name, why in status.items():
         if name in ("animatic", "veo"):
             continue
-        models = ", ".join(getattr(settings, f) for f in _MODEL_SETTINGS.get(name, ()))
+        models = ", ".join(getattr(settings, f, "?") for f in _MODEL_SETTINGS.get(name, ()))
         if why is None:
             out.append(
                 Check(
@@ -166,9 +169,9 @@ def _weights_dir(settings: Settings) -> Path:
     for name in ("HF_HUB_CACHE", "HF_HOME"):
         if os.environ.get(name):
             return Path(os.environ[name]).expanduser()
-    for f in ("svd_model", "animatediff_base_model"):
-        p = Path(getattr(settings, f)).expanduser()
-        if p.is_dir():
+    for fields in _MODEL_SETTINGS.values():
+        p = Path(getattr(settings, fields[0], "")).expanduser()
+        if str(p) not in ("", ".") and p.is_dir():
             return p.parent
     return Path("~/.cache/huggingface").expanduser()
 
