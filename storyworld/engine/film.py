@@ -232,11 +232,17 @@ def stage_fields(film: dict[str, Any] | None, beat: Beat, seed: int | None) -> d
     cast = film.get("cast") or {}
     negative = (cast.get("style") or {}).get("negative", "")
     text = info.get("text") or beat.text
+    characters = list(info.get("characters", []))
     if info.get("stage") == "keyframe":
         fields = keyframe_fields(film, info, base)
         return {
             "backend": fields["backend"],
-            "spec": {"seed": fields["seed"], "text": text, "negative": negative},
+            "spec": {
+                "seed": fields["seed"],
+                "text": text,
+                "negative": negative,
+                "characters": characters,
+            },
             "options": fields["options"],
         }
     fields = clip_fields(beat.backend, info)
@@ -246,6 +252,7 @@ def stage_fields(film: dict[str, Any] | None, beat: Beat, seed: int | None) -> d
             "seed": base,
             "text": text,
             "negative": negative,
+            "characters": characters,
             "conditioning_key": fields["conditioning_key"],
         },
         "options": fields["options"],
