@@ -584,6 +584,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from storyworld.doctor import run_doctor
+
+    report = run_doctor(env_file=args.env_file, role=args.role, home=args.home)
+    print(report.as_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from storyworld.smoke import run_smoke
+
+    outcome = run_smoke(
+        _settings(args),
+        api=args.api,
+        backend=args.backend,
+        timeout_s=args.timeout,
+        api_token=args.api_token,
+    )
+    print(outcome.as_json() if args.json else outcome.text())
+    return 0 if outcome.ok else 1
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
@@ -695,6 +717,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
     sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
+    dc = sub.add_parser("doctor", help="check this machine's deployment, one line per check")
+    dc.add_argument(
+        "--role",
+        choices=("engine", "worker", "console"),
+        help="which checks (default: guessed from the settings)",
+    )
+    dc.add_argument("--json", action="store_true")
+    dc.set_defaults(func=cmd_doctor)
+
+    sm = sub.add_parser("smoke", help="render one tagged beat end to end and time each step")
+    sm.add_argument("--api", metavar="URL", help="create the episode through this HTTP API")
+    sm.add_argument("--api-token", help="token for --api (default: API_TOKEN)")
+    sm.add_argument(
+        "--backend",
+        choices=KNOWN_BACKENDS,
+        help="backend to test (default: the cheapest the live fleet serves)",
+    )
+    sm.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="longest wait of any one step, seconds (default 120)",
+    )
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_smoke)
     return p
 
 
