@@ -22,8 +22,8 @@ from sqlalchemy import select
 from storyworld.config import ConfigError, Settings, load_settings, redact
 from storyworld.engine import services
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
-from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.engine.schema import DatabaseTooNew
@@ -202,8 +202,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     rt = open_runtime(settings, role="storyworld-render")
     fleet = None
     stop = threading.Event()
-    engine_thread = None
-    orch = None
+    engine: EngineHost | None = None
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
@@ -237,7 +236,6 @@ def cmd_render(args: argparse.Namespace) -> int:
                 steps=args.steps,
                 seed=args.seed,
                 options={"script_key": key},
-                wake=False,
                 reuse=not args.new,
                 **film_args,
             )
@@ -247,9 +245,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"{plan.total_seconds:g}s on {backend}",
                 file=sys.stderr,
             )
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-        engine_thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
-        engine_thread.start()
+        engine = EngineHost(rt).start()
         if workers:
             film_state = services.episode_detail(rt, episode_id).get("film") or {}
             stages = [backend]
@@ -299,14 +295,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         stop.set()
         if fleet is not None:
             fleet.stop()
-        if orch is not None:
-            orch.stop()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
-                pass
-        if engine_thread is not None:
-            engine_thread.join(timeout=30)
+        if engine is not None:
+            engine.stop()
         rt.close()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -455,17 +445,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-
-        def interrupt_on_stop() -> None:
-            stop.wait()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
+        with EngineHost(rt) as engine:
+            while not stop.wait(1.0) and engine.running:
                 pass
-
-        threading.Thread(target=interrupt_on_stop, daemon=True).start()
-        orch.run(stop)
     return 0
 
 
