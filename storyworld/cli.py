@@ -22,8 +22,8 @@ from sqlalchemy import select
 from storyworld.config import ConfigError, Settings, load_settings, redact
 from storyworld.engine import services
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
-from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.engine.schema import DatabaseTooNew
@@ -202,8 +202,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     rt = open_runtime(settings, role="storyworld-render")
     fleet = None
     stop = threading.Event()
-    engine_thread = None
-    orch = None
+    engine: EngineHost | None = None
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
@@ -237,7 +236,6 @@ def cmd_render(args: argparse.Namespace) -> int:
                 steps=args.steps,
                 seed=args.seed,
                 options={"script_key": key},
-                wake=False,
                 reuse=not args.new,
                 **film_args,
             )
@@ -247,9 +245,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"{plan.total_seconds:g}s on {backend}",
                 file=sys.stderr,
             )
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-        engine_thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
-        engine_thread.start()
+        engine = EngineHost(rt).start()
         if workers:
             film_state = services.episode_detail(rt, episode_id).get("film") or {}
             stages = [backend]
@@ -299,14 +295,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         stop.set()
         if fleet is not None:
             fleet.stop()
-        if orch is not None:
-            orch.stop()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
-                pass
-        if engine_thread is not None:
-            engine_thread.join(timeout=30)
+        if engine is not None:
+            engine.stop()
         rt.close()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -455,17 +445,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-
-        def interrupt_on_stop() -> None:
-            stop.wait()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
+        with EngineHost(rt) as engine:
+            while not stop.wait(1.0) and engine.running:
                 pass
-
-        threading.Thread(target=interrupt_on_stop, daemon=True).start()
-        orch.run(stop)
     return 0
 
 
@@ -602,6 +584,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from storyworld.doctor import run_doctor
+
+    report = run_doctor(env_file=args.env_file, role=args.role, home=args.home)
+    print(report.as_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from storyworld.smoke import run_smoke
+
+    outcome = run_smoke(
+        _settings(args),
+        api=args.api,
+        backend=args.backend,
+        timeout_s=args.timeout,
+        api_token=args.api_token,
+    )
+    print(outcome.as_json() if args.json else outcome.text())
+    return 0 if outcome.ok else 1
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
@@ -713,6 +717,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
     sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
+    dc = sub.add_parser("doctor", help="check this machine's deployment, one line per check")
+    dc.add_argument(
+        "--role",
+        choices=("engine", "worker", "console"),
+        help="which checks (default: guessed from the settings)",
+    )
+    dc.add_argument("--json", action="store_true")
+    dc.set_defaults(func=cmd_doctor)
+
+    sm = sub.add_parser("smoke", help="render one tagged beat end to end and time each step")
+    sm.add_argument("--api", metavar="URL", help="create the episode through this HTTP API")
+    sm.add_argument("--api-token", help="token for --api (default: API_TOKEN)")
+    sm.add_argument(
+        "--backend",
+        choices=KNOWN_BACKENDS,
+        help="backend to test (default: the cheapest the live fleet serves)",
+    )
+    sm.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="longest wait of any one step, seconds (default 120)",
+    )
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_smoke)
     return p
 
 

@@ -1,0 +1,199 @@
+"""Composer: when every beat of an episode is rendered, concatenate the clips into the
+episode and store it, in a thread of its own so dispatch goes on meanwhile.
+
+A transient failure (storage unreachable, a network error) is retried with backoff like
+any transient error; the episode stays `composing` meanwhile. A permanent one (a clip
+missing, a broken file) fails the episode with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from storyworld.engine.models import (
+    Artifact,
+    BeatState,
+    Episode,
+    EpisodeState,
+    Upload,
+    transition,
+)
+from storyworld.engine.retry import RetryPolicy
+from storyworld.storage import ArtifactStore, StorageError, episode_key
+
+__all__ = ["Composer", "is_transient"]
+
+log = logging.getLogger("storyworld.engine")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the compose may help."""
+    if isinstance(exc, StorageError):
+        return exc.transient
+    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc) is OSError
+
+
+class Composer:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: ArtifactStore,
+        policy: RetryPolicy,
+        *,
+        engine_id: str,
+        on_done: Callable[[], None],
+        max_attempts: int = 8,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.policy = policy
+        self.engine_id = engine_id
+        self.on_done = on_done
+        self.max_attempts = max_attempts
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose")
+        self._running: dict[str, Future[None]] = {}
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """Composing, or waiting to retry a compose."""
+        with self._lock:
+            return bool(self._running or self._retry_at)
+
+    def next_retry_at(self) -> float | None:
+        with self._lock:
+            return min(self._retry_at.values(), default=None)
+
+    def start(self) -> bool:
+        """Start composing every episode whose beats are all done. True if any started."""
+        started = False
+        now = time.time()
+        with self.sessions.begin() as s:
+            for episode in s.scalars(
+                select(Episode).where(
+                    Episode.state.in_((EpisodeState.RENDERING, EpisodeState.COMPOSING))
+                )
+            ):
+                with self._lock:
+                    if episode.id in self._running or self._retry_at.get(episode.id, 0) > now:
+                        continue
+                if episode.state == EpisodeState.RENDERING:
+                    states = [b.state for b in episode.beats]
+                    if not states or any(st != BeatState.DONE for st in states):
+                        continue
+                    transition(s, episode, EpisodeState.COMPOSING, "every beat is rendered")
+                with self._lock:
+                    self._retry_at.pop(episode.id, None)
+                    self._running[episode.id] = self._pool.submit(self._run, episode.id)
+                started = True
+        return started
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def _run(self, episode_id: str) -> None:
+        try:
+            self.compose(episode_id)
+            with self._lock:
+                self._failures.pop(episode_id, None)
+        except Exception as e:
+            self._failed(episode_id, e)
+        finally:
+            with self._lock:
+                self._running.pop(episode_id, None)
+            self.on_done()
+
+    def _failed(self, episode_id: str, e: Exception) -> None:
+        with self._lock:
+            n = self._failures[episode_id] = self._failures.get(episode_id, 0) + 1
+        if is_transient(e) and n < self.max_attempts:
+            delay = self.policy.delay(n)
+            with self._lock:
+                self._retry_at[episode_id] = time.time() + delay
+            log.warning(
+                "composing episode %s failed (%s); retry %d in %.1f s", episode_id, e, n, delay
+            )
+            with self.sessions.begin() as s:
+                ep = s.get(Episode, episode_id)
+                if ep is not None:
+                    ep.error = f"compose attempt {n} failed ({e}); retrying in {delay:.0f} s"
+            return
+        log.exception("composing episode %s failed", episode_id, exc_info=e)
+        with self._lock:
+            self._failures.pop(episode_id, None)
+        with self.sessions.begin() as s:
+            ep = s.get(Episode, episode_id)
+            if ep is not None and ep.state == EpisodeState.COMPOSING:
+                ep.fail(s, f"compose failed: {e}")
+
+    def compose(self, episode_id: str) -> str:
+        """Concatenate the beats' clips into the episode and store it. Returns its key."""
+        with self.sessions() as s:
+            ep = s.get(Episode, episode_id)
+            if ep is None:
+                raise ValueError(f"no episode {episode_id}")
+            clips = [(b.clip_key, b.duration_s) for b in ep.beats]
+            fps, width, height = ep.fps, ep.width, ep.height
+        if any(k is None for k, _ in clips):
+            raise StorageError("a beat has no stored clip")
+        with tempfile.TemporaryDirectory(prefix="storyworld-compose-") as tmp:
+            paths = []
+            for i, (key, _) in enumerate(clips):
+                dest = Path(tmp) / f"{i:03d}.mp4"
+                self.store.get_file(key, dest)  # type: ignore[arg-type]
+                paths.append(dest)
+            from storyworld.media import concat_videos  # video libraries: only when composing
+
+            out = Path(tmp) / "episode.mp4"
+            expected = [max(1, round(d * fps)) for _, d in clips]
+            concat_videos(paths, out, fps=fps, width=width, height=height, expected_frames=expected)
+            key = episode_key(episode_id)
+            stored = self.store.put_file(
+                key, out, content_type="video/mp4", metadata={"episode": episode_id}
+            )
+        with self.sessions.begin() as s:
+            ep = s.get(Episode, episode_id)
+            assert ep is not None
+            existing = s.scalar(select(Artifact).where(Artifact.key == key))
+            if existing is None:
+                s.add(
+                    Artifact(
+                        episode_id=episode_id,
+                        kind="episode",
+                        key=key,
+                        size=stored.size,
+                        sha256=stored.sha256,
+                        content_type=stored.content_type,
+                    )
+                )
+            else:
+                existing.size, existing.sha256 = stored.size, stored.sha256
+            s.add(
+                Upload(
+                    key=key,
+                    size=stored.size,
+                    seconds=stored.seconds,
+                    bytes_per_s=stored.bytes_per_s,
+                    worker_id=self.engine_id,
+                    episode_id=episode_id,
+                    beat_index=None,
+                )
+            )
+            ep.output_key = key
+            ep.error = None
+            ep.finished_at = time.time()
+            if ep.state == EpisodeState.COMPOSING:
+                transition(s, ep, EpisodeState.COMPLETED, f"composed {len(clips)} beats")
+        log.info("episode %s composed: %s", episode_id, key)
+        return key
