@@ -322,3 +322,29 @@ def test_worker_role_checks_the_veo_key(
         code, text, doc = run_both(write_env(tmp_path, **env), capsys)
         assert code == 1 and by_id(doc)["worker.gpu"]["status"] == "fail"
         assert "--gpus all" in by_id(doc)["worker.gpu"]["fix"]
+
+
+def test_schema_revision_is_checked_never_changed(
+    tmp_path: Path, redis_url: str, key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    from storyworld.engine.schema import head_revision
+
+    env = base_env(tmp_path, redis_url, key_prefix)
+    open_runtime(load_settings(env=env, env_file=None)).close()  # schema at the head
+    code, text_out, doc = run_both(write_env(tmp_path, **env), capsys, "--role", "console")
+    schema = by_id(doc)["database.schema"]
+    assert schema["status"] == "ok" and schema["data"]["current"] == head_revision()
+    assert code == 0, text_out
+    db = create_engine(env["DATABASE_URL"])
+    with db.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    code, _, doc = run_both(write_env(tmp_path, **env), capsys, "--role", "engine")
+    schema = by_id(doc)["database.schema"]
+    assert code == 1 and schema["status"] == "fail" and "newer" in schema["summary"]
+    with db.connect() as conn:  # the doctor changed nothing
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == (
+            "9999_from_the_future"
+        )
+    db.dispose()

@@ -1,8 +1,7 @@
 """Database: reachable, and its schema at the version this StoryWorld expects.
 
-Nothing is created or changed: the doctor looks only. With Alembic migrations in the
-package (`storyworld/engine/migrations`), "current" means the database's revision is the
-scripts' head; before them, every table and column of the models must exist.
+Nothing is created or changed: the doctor looks only. "Current" means the database's
+Alembic revision is the head of this version's migrations (`storyworld.engine.schema`).
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import Settings, mask_url
@@ -17,13 +17,6 @@ from storyworld.doctor.report import Check, Status
 from storyworld.engine.runtime import database_url
 
 __all__ = ["check_database"]
-
-
-def _migrations_dir() -> Path | None:
-    import storyworld.engine as engine_pkg
-
-    d = Path(engine_pkg.__file__).parent / "migrations"
-    return d if (d / "env.py").is_file() else None
 
 
 def check_database(settings: Settings) -> list[Check]:
@@ -83,64 +76,51 @@ def check_database(settings: Settings) -> list[Check]:
         engine.dispose()
 
 
-def _schema(conn) -> Check:  # type: ignore[no-untyped-def]
-    migrations = _migrations_dir()
-    if migrations is not None:
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
+def _schema(conn: Connection) -> Check:
+    from storyworld.engine.schema import current_revision, head_revision
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(migrations))
-        heads = set(ScriptDirectory.from_config(cfg).get_heads())
-        current = set(MigrationContext.configure(conn).get_current_heads())
-        data = {"current": sorted(current), "head": sorted(heads)}
-        if current == heads:
+    head = head_revision()
+    current = current_revision(conn)
+    tables = set(inspect(conn).get_table_names())
+    data = {"current": current, "head": head}
+    if current == head:
+        return Check(
+            "database.schema", Status.OK, f"schema at the current revision {head}", data=data
+        )
+    if current is None:
+        if not tables:
             return Check(
                 "database.schema",
                 Status.OK,
-                f"schema at the current revision {', '.join(sorted(heads))}",
-                data=data,
-            )
-        if not current:
-            return Check(
-                "database.schema",
-                Status.WARN,
-                "no schema yet",
-                fix="start the engine once (it creates the schema)",
+                "empty database; the engine creates the schema at start",
                 data=data,
             )
         return Check(
             "database.schema",
-            Status.FAIL,
-            f"schema at {', '.join(sorted(current)) or 'nothing'}, this StoryWorld expects "
-            f"{', '.join(sorted(heads))}",
-            fix="run the engine of this version once (it upgrades the schema) or restore a "
-            "database made by this version",
+            Status.WARN,
+            f"schema made by a version before migrations; this version expects {head}",
+            fix="start this version's engine once: it stamps and upgrades the schema",
             data=data,
         )
-    from storyworld.engine.models import Base
+    from storyworld.engine.schema import _script
 
-    insp = inspect(conn)
-    tables = set(insp.get_table_names())
-    missing_tables = [t for t in Base.metadata.tables if t not in tables]
-    if len(missing_tables) == len(Base.metadata.tables):
-        return Check(
-            "database.schema", Status.OK, "empty database; the engine creates the schema at start"
-        )
-    missing_cols = [
-        f"{t.name}.{c.name}"
-        for t in Base.metadata.tables.values()
-        if t.name in tables
-        for c in t.columns
-        if c.name not in {col["name"] for col in insp.get_columns(t.name)}
-    ]
-    if missing_tables or missing_cols:
+    try:
+        known = _script().get_revision(current) is not None
+    except Exception:
+        known = False
+    if not known:
         return Check(
             "database.schema",
             Status.FAIL,
-            f"schema is older than this StoryWorld: missing "
-            f"{', '.join(missing_tables + missing_cols)}",
-            fix="upgrade the schema (start this version's engine) or use a fresh DATABASE_URL",
+            f"schema at revision {current}, written by a newer StoryWorld (this one knows up "
+            f"to {head})",
+            fix="install the StoryWorld version the engine runs on this machine too",
+            data=data,
         )
-    return Check("database.schema", Status.OK, "every table and column this version uses exists")
+    return Check(
+        "database.schema",
+        Status.WARN,
+        f"schema at revision {current}, this version expects {head}",
+        fix="start this version's engine once: it upgrades the schema",
+        data=data,
+    )
