@@ -10,11 +10,13 @@ from storyworld.storage.base import (
     ArtifactStore,
     StorageError,
     StoredObject,
+    audio_key,
     clip_key,
     episode_key,
     keyframe_key,
     settings_key,
     sha256_file,
+    subtitles_key,
 )
 from storyworld.storage.local import LocalStore
 
@@ -23,6 +25,7 @@ __all__ = [
     "LocalStore",
     "StorageError",
     "StoredObject",
+    "audio_key",
     "clip_key",
     "default_artifact_dir",
     "episode_key",
@@ -30,6 +33,7 @@ __all__ = [
     "open_store",
     "settings_key",
     "sha256_file",
+    "subtitles_key",
 ]
 
 

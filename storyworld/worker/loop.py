@@ -50,6 +50,7 @@ from storyworld.queue import JobQueue, Reservation
 from storyworld.storage import (
     ArtifactStore,
     StorageError,
+    audio_key,
     clip_key,
     keyframe_key,
     settings_key,
@@ -64,6 +65,7 @@ from storyworld.worker.backends.base import (
 from storyworld.worker.encode import EncodedClip, encode_output
 from storyworld.worker.gpu import gpu_status, vram_gb
 from storyworld.worker.health import remove_health, write_health
+from storyworld.worker.voice import voice_stage
 
 __all__ = ["LogBuffer", "Worker"]
 
@@ -359,6 +361,7 @@ class Worker:
             backend = self.backends.get(job.backend)
             if backend is None:
                 raise PermanentRenderError(f"this worker has no {job.backend} backend")
+            job, speech = voice_stage(job)
             ctx = RenderContext(
                 job=job,
                 workdir=workdir,
@@ -366,10 +369,13 @@ class Worker:
                 report_progress=held.set_progress,
                 cancel_event=held.cancel,
                 fetch_artifact=self._fetch_artifact,
+                speech=speech,
             )
             out = backend.render(ctx)
             ctx.check_cancelled()
-            encoded = encode_output(job, out, workdir)
+            if speech is not None:
+                out.model_info["speech"] = speech.info()
+            encoded = encode_output(job, out, workdir, speech)
             render_s = time.time() - started
             log.info("job %s rendered %d frames in %.1f s", job.job_id, encoded.frames, render_s)
             held.stage = "uploading"
@@ -507,6 +513,10 @@ class Worker:
                 encoded.settings,
             ),
         ]
+        if encoded.audio is not None:
+            files.append(
+                ("audio", audio_key(job.episode_id, job.beat_index, job.attempt), encoded.audio)
+            )
         artifacts: list[ArtifactRef] = []
         uploads: list[UploadEvent] = []
         try:
