@@ -104,6 +104,12 @@ def test_approve_reroll_approve(runtime, background, tmp_path) -> None:
         assert waiting["beats"][i]["score"] == max(c["score"] for c in info["candidates"])
     assert waiting["beats"][1]["score"] is None
     first_keyframes = [b["keyframe"] for b in waiting["beats"]]
+    # Keyframe jobs are a job kind of their own: a still and its settings, no clip.
+    for beat in waiting["beats"]:
+        job_id = beat["jobs"][0]["job_id"]
+        assert _payload(runtime, job_id)["kind"] == "keyframe"
+        kinds = {a["kind"] for a in waiting["artifacts"] if a["job_id"] == job_id}
+        assert kinds == {"keyframe", "settings"}
 
     services.reroll_beat(runtime, ep, 2)
     again = _state(runtime, ep, "awaiting_approval")
@@ -118,7 +124,7 @@ def test_approve_reroll_approve(runtime, background, tmp_path) -> None:
     for beat in done["beats"]:
         clip_job = beat["jobs"][-1]
         payload = _payload(runtime, clip_job["job_id"])
-        assert payload["spec"]["options"]["stage"] == "clip"
+        assert payload["kind"] == "clip" and payload["spec"]["options"]["stage"] == "clip"
         # The clip jobs carry keys, never bytes: the keyframe and the references.
         assert payload["spec"]["options"]["keyframe_key"] == beat["keyframe"]
         assert payload["spec"]["conditioning_key"] == beat["keyframe"]

@@ -233,26 +233,31 @@ def stage_fields(film: dict[str, Any] | None, beat: Beat, seed: int | None) -> d
     negative = (cast.get("style") or {}).get("negative", "")
     text = info.get("text") or beat.text
     characters = list(info.get("characters", []))
+    notes = {n: d for n, d in zip(characters, info.get("descriptions", []), strict=False) if d}
     if info.get("stage") == "keyframe":
         fields = keyframe_fields(film, info, base)
         return {
+            "kind": "keyframe",
             "backend": fields["backend"],
             "spec": {
                 "seed": fields["seed"],
                 "text": text,
                 "negative": negative,
                 "characters": characters,
+                "character_notes": notes,
             },
             "options": fields["options"],
         }
     fields = clip_fields(beat.backend, info)
     return {
+        "kind": "clip",
         "backend": beat.backend,
         "spec": {
             "seed": base,
             "text": text,
             "negative": negative,
             "characters": characters,
+            "character_notes": notes,
             "conditioning_key": fields["conditioning_key"],
         },
         "options": fields["options"],
@@ -277,7 +282,8 @@ def is_keyframe_job(payload: str) -> bool:
     """True for a job that drew a beat's keyframe (its result moves the beat on to
     approval or to its clip, instead of finishing it)."""
     try:
-        return json.loads(payload)["spec"]["options"].get("stage") == "keyframe"
+        data = json.loads(payload)
+        return data.get("kind") == "keyframe" or data["spec"]["options"].get("stage") == "keyframe"
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
 

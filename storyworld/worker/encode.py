@@ -33,6 +33,8 @@ def encode_output(
     from storyworld.soundtrack import add_clip_sound, write_sound
 
     spec = job.spec
+    if job.kind == "keyframe":
+        return _keyframe_only(job, out, workdir)
     n = spec.frame_count
     clip = workdir / "clip.mp4"
     silent = workdir / "picture.mp4"
@@ -80,3 +82,29 @@ def _middle_frame(clip: Path, count: int):  # type: ignore[no-untyped-def]
         if i >= count // 2:
             return Image.fromarray(arr)
     raise ValueError("empty clip")
+
+
+def _keyframe_only(job: Job, out: RenderOutput, workdir: Path) -> EncodedClip:
+    """A keyframe job's files: keyframe.png and settings.json (its `clip` is never
+    uploaded)."""
+    image = out.keyframe or (out.frames[0] if out.frames else None)
+    if image is None:
+        raise ValueError("the backend returned no keyframe")
+    keyframe = workdir / "keyframe.png"
+    image.convert("RGB").save(keyframe, format="PNG")
+    settings = workdir / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "job_id": job.job_id,
+                "kind": job.kind,
+                "backend": job.backend,
+                "attempt": job.attempt,
+                "spec": json.loads(job.spec.model_dump_json()),
+                "model": out.model_info,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )
+    return EncodedClip(clip=workdir / "clip.mp4", keyframe=keyframe, settings=settings, frames=1)

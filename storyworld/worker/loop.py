@@ -361,7 +361,8 @@ class Worker:
             backend = self.backends.get(job.backend)
             if backend is None:
                 raise PermanentRenderError(f"this worker has no {job.backend} backend")
-            job, speech = voice_stage(job)
+            # A keyframe job draws a still: no speech, no clip.
+            job, speech = voice_stage(job) if job.kind != "keyframe" else (job, None)
             ctx = RenderContext(
                 job=job,
                 workdir=workdir,
@@ -500,7 +501,7 @@ class Worker:
 
     def _upload_and_ack(self, held: HeldJob, encoded: EncodedClip, info: dict[str, Any]) -> None:
         job = held.job
-        files = [
+        files: list[tuple[str, str, Path]] = [
             ("clip", clip_key(job.episode_id, job.beat_index, job.attempt), encoded.clip),
             (
                 "keyframe",
@@ -513,6 +514,8 @@ class Worker:
                 encoded.settings,
             ),
         ]
+        if job.kind == "keyframe":
+            files = files[1:]
         if encoded.audio is not None:
             files.append(
                 ("audio", audio_key(job.episode_id, job.beat_index, job.attempt), encoded.audio)
