@@ -65,6 +65,7 @@ from storyworld.worker.backends.base import (
 )
 from storyworld.worker.encode import EncodedClip, encode_output
 from storyworld.worker.gpu import gpu_status, vram_gb
+from storyworld.worker.health import remove_health, write_health
 from storyworld.worker.voice import voice_stage
 
 __all__ = ["LogBuffer", "Worker"]
@@ -204,8 +205,16 @@ class Worker:
     def _send_heartbeat(self) -> None:
         with self._lock:
             ids = list(self.held)
-        reply = self.queue.heartbeat(self.id, self.heartbeat_fields(), ids, logs=self._take_logs())
+        fields = self.heartbeat_fields()
+        reply = self.queue.heartbeat(self.id, fields, ids, logs=self._take_logs())
         self._last_hb = time.monotonic()
+        if self.settings.worker_health_dir:
+            try:
+                write_health(self.settings.worker_health_dir, self.id, {
+                    "state": fields.get("state", ""), "job": fields.get("job", ""),
+                })  # fmt: skip
+            except OSError as e:  # the health file is for a probe; never stop work for it
+                log.warning("cannot write the health file: %s", e)
         with self._lock:
             for job_id in reply.lost:
                 h = self.held.get(job_id)
@@ -619,4 +628,6 @@ class Worker:
             self.queue.forget_worker(self.id)
         except REDIS_ERRORS:
             pass
+        if self.settings.worker_health_dir:
+            remove_health(self.settings.worker_health_dir, self.id)
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
