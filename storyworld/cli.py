@@ -466,7 +466,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        with EngineHost(rt) as engine:
+        with EngineHost(rt, engine_id=args.id) as engine:
             while not stop.wait(1.0) and engine.running:
                 pass
     return 0
@@ -702,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     cn.set_defaults(func=cmd_episode_cancel)
 
     e = sub.add_parser("engine", help="run the decision loop (headless)")
+    e.add_argument("--id", help="engine id shown to standbys and consoles (default: host-pid)")
     e.set_defaults(func=cmd_engine)
 
     q = sub.add_parser("queue", help="queue depths, dead letters, pause")

@@ -199,7 +199,7 @@ def test_misspelt_and_contradictory_settings(
             "S3_SECRETKEY": "misspelt-secret-value-9",
             "WORKER_IDLE_EXIT_SECOND": "60",
             "LOCAL_MODE": "true",
-            "FALLBACK_BACKENDS": "veo=animatic",
+            "FALLBACK_BACKENDS": "svd=wan,wan=svd,animatediff=animatic",
         }
     )
     code, text, doc = run_both(write_env(tmp_path, **env), capsys, secrets=("misspelt-secret",))
@@ -208,10 +208,16 @@ def test_misspelt_and_contradictory_settings(
     assert "did you mean WORKER_IDLE_EXIT_SECONDS?" in text
     assert checks["settings.local_mode"]["status"] == "warn"
     assert checks["settings.fallback_backends"]["status"] == "warn"
-    # S3_ENDPOINT that is not a URL is a failure.
-    env = base_env(tmp_path, redis_url, key_prefix, S3_ENDPOINT="r2.example", S3_BUCKET="b")
+    assert "circle: svd -> wan -> svd" in checks["settings.fallback_backends"]["summary"]
+    # S3_ENDPOINT that is not a URL, and FALLBACK_BACKENDS naming the default alone, fail.
+    env = base_env(
+        tmp_path, redis_url, key_prefix, S3_ENDPOINT="r2.example", S3_BUCKET="b",
+        FALLBACK_BACKENDS="animatic",
+    )  # fmt: skip
     code, _, doc = run_both(write_env(tmp_path, **env), capsys)
     assert code == 1 and by_id(doc)["settings.s3_endpoint"]["status"] == "fail"
+    fallback = by_id(doc)["settings.fallback_backends"]
+    assert fallback["status"] == "fail" and "the default backend" in fallback["summary"]
     # A value that cannot be read: the rest is skipped, the fix names the setting.
     env = base_env(tmp_path, redis_url, key_prefix, LEASE_SECONDS="soon")
     code, text, doc = run_both(write_env(tmp_path, **env), capsys)

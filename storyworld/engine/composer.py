@@ -16,12 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storyworld.engine import sound
 from storyworld.engine.models import (
     Artifact,
+    Beat,
     BeatState,
     Episode,
     EpisodeState,
@@ -80,18 +81,22 @@ class Composer:
         """Start composing every episode whose beats are all done. True if any started."""
         started = False
         now = time.time()
+        unfinished = (
+            select(Beat.id)
+            .where(Beat.episode_id == Episode.id, Beat.state != BeatState.DONE)
+            .exists()
+        )
+        ready = or_(
+            Episode.state == EpisodeState.COMPOSING,
+            and_(Episode.state == EpisodeState.RENDERING, ~unfinished),
+        )
         with self.sessions.begin() as s:
-            for episode in s.scalars(
-                select(Episode).where(
-                    Episode.state.in_((EpisodeState.RENDERING, EpisodeState.COMPOSING))
-                )
-            ):
+            for episode in s.scalars(select(Episode).where(ready)):
                 with self._lock:
                     if episode.id in self._running or self._retry_at.get(episode.id, 0) > now:
                         continue
                 if episode.state == EpisodeState.RENDERING:
-                    states = [b.state for b in episode.beats]
-                    if not states or any(st != BeatState.DONE for st in states):
+                    if not episode.beats:
                         continue
                     transition(s, episode, EpisodeState.COMPOSING, "every beat is rendered")
                 with self._lock:

@@ -26,7 +26,14 @@ from storyworld.engine.models import (
     transition,
 )
 from storyworld.engine.outcomes import OPEN_JOB_STATES
-from storyworld.protocol import Job, ProtocolError, RenderSpec, limits, parse_job
+from storyworld.protocol import (
+    Job,
+    KeyframeJob,
+    ProtocolError,
+    RenderSpec,
+    limits,
+    parse_job,
+)
 from storyworld.queue import JobQueue
 
 __all__ = ["ACTIVE_EPISODES", "Dispatcher", "LeaseLost", "build_job", "job_id_for"]
@@ -73,7 +80,8 @@ def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
     )
     if staged is not None:
         spec = film.staged_spec(spec, staged)
-    return Job(
+    kind = KeyframeJob if staged is not None and staged["kind"] == "keyframe" else Job
+    return kind(
         job_id=job_id_for(episode.id, beat.index, attempt),
         episode_id=episode.id,
         beat_id=beat.id,

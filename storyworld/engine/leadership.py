@@ -72,10 +72,12 @@ class Leadership:
         log.warning("%s: %s; another engine dispatches now", self.engine_id, why)
         self.token = None
 
-    def became_busy(self) -> None:
-        """The idle leader has work now: tell an idle standby to watch the short lease."""
-        self.busy = True
-        self.queue.wake_engine(WakeReason.BUSY)
+    def set_busy(self, busy: bool) -> None:
+        """Record the lease the last tick set. From idle to busy, tell idle standbys (they
+        block on the result list) to watch the short lease from now on."""
+        was, self.busy = self.busy, busy
+        if busy and not was:
+            self.queue.wake_engine(WakeReason.BUSY)
 
     def release(self) -> None:
         if self.token is None:

@@ -171,7 +171,7 @@ class Orchestrator:
             if not tick.leader:
                 self.leadership.lost("lost the engine lease")
                 return None
-            self.leadership.busy = busy
+            self.leadership.set_busy(busy)
             self.paused = tick.paused
             if self._need_reconcile:
                 self.dispatcher.reconcile(token)
@@ -196,8 +196,7 @@ class Orchestrator:
         if changed:
             self.on_change()
             if not self.leadership.busy:
-                self.leadership.became_busy()  # renew with the short lease at once
-                self._next_tick = now
+                self._next_tick = now  # renew with the short lease at once
             else:
                 self._next_tick = min(self._next_tick, now + self.settings.reclaim_interval_s)
         if self._next_tick <= now:

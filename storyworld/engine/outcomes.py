@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from storyworld.config import Settings
@@ -25,6 +26,7 @@ from storyworld.engine.models import (
     EpisodeState,
     JobRow,
     JobState,
+    Transition,
     Upload,
     transition,
 )
@@ -54,6 +56,24 @@ class Applied:
     changed: int = 0  # results, starts, reclaims and dead letters that changed something
     woken: int = 0  # wake messages
     pause_changed: bool = False  # a wake said dispatch was paused or resumed
+
+
+_APPEND_ONLY = (Transition, Upload, Artifact)
+
+
+def _insert_new_rows(s: Session) -> None:
+    """Insert the batch's new history, upload and artifact rows with one executemany per
+    table instead of the unit of work's per-object bookkeeping (most of a batch's cost)."""
+    by_type: dict[type, list[dict[str, object]]] = {}
+    new = [sa_inspect(o) for o in s.new if isinstance(o, _APPEND_ONLY)]
+    for state in sorted(new, key=lambda st: st.insert_order):  # history keeps its order
+        by_type.setdefault(state.class_, []).append(
+            {k: v for k, v in state.dict.items() if not k.startswith("_")}
+        )
+        s.expunge(state.obj())
+    for cls, rows in by_type.items():
+        keys = set().union(*rows)
+        s.execute(insert(cls), [{k: r.get(k) for k in keys} for r in rows])
 
 
 class Outcomes:
@@ -97,6 +117,7 @@ class Outcomes:
                 known = self._known_keys(s, results)
                 for r in results:
                     out.changed += self._result(s, jobs.get(r.job_id), r, known)
+            _insert_new_rows(s)
         return out
 
     def apply_result(self, result: Result) -> bool:
@@ -207,6 +228,7 @@ class Outcomes:
         beat.error = None
         sound.record_speech(s, beat, result)
         transition(s, beat, BeatState.DONE, f"attempt {job.attempt} rendered by {result.worker_id}")
+        film.clip_done(s, beat, episode, result)
         if episode.state in (EpisodeState.FAILED, EpisodeState.COMPLETED):
             transition(
                 s,

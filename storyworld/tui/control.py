@@ -168,6 +168,19 @@ class Actions:
         self._done(f"retry {which} of episode {detail['id']}")
         return detail
 
+    def approve(self, episode_id: str, beat: int | None = None) -> dict[str, Any]:
+        """Approve beat `beat`'s keyframe (1-based), or every beat's."""
+        detail = services.approve_episode(self.rt, episode_id, beat)
+        which = f"beat {beat}" if beat is not None else "every beat"
+        self._done(f"approved the keyframe of {which} of episode {detail['id']}")
+        return detail
+
+    def reroll(self, episode_id: str, beat: int, seed: int | None = None) -> dict[str, Any]:
+        """Draw beat `beat`'s keyframe (1-based) again."""
+        detail = services.reroll_beat(self.rt, episode_id, beat, seed=seed)
+        self._done(f"re-rolled the keyframe of beat {beat} of episode {detail['id']}")
+        return detail
+
     def cancel(self, episode_id: str) -> dict[str, Any]:
         detail = services.cancel_episode(self.rt, episode_id)
         self._done(f"cancelled episode {detail['id']}")
