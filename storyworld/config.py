@@ -127,8 +127,15 @@ class Settings:
     lease_renew_s: float = 10.0
     reclaim_interval_s: float = 5.0
     worker_idle_block_s: float = 150.0
-    engine_idle_block_s: float = 150.0
-    engine_lease_s: float = 360.0
+    # An idle engine blocks this long; its lease (ENGINE_LEASE_SECONDS) outlasts the block.
+    # While it has work it holds a short lease instead, renewed at each tick, so a standby
+    # (or the engine restarted) takes over within ENGINE_BUSY_LEASE_SECONDS of its death;
+    # an idle leader that died is found out when the next work arrives (it must answer).
+    engine_idle_block_s: float = 1200.0
+    engine_lease_s: float = 1800.0
+    engine_busy_lease_s: float = 10.0
+    #: Dead-letter a job no live worker serves after this long waiting (0: never).
+    unserved_timeout_s: float = 0.0
     heartbeat_ttl_s: float = 330.0
     progress_interval_s: float = 10.0
     max_deliveries: int = 3
@@ -142,6 +149,7 @@ class Settings:
     worker_idle_exit_s: float = 0.0
     worker_concurrency: int = 1
     worker_log_file: str = ""
+    worker_health_dir: str = ""
     shutdown_grace_s: float = 60.0
     fallback_backends: str = ""
     # GPU backends.
@@ -218,6 +226,8 @@ _ENV = {
     "WORKER_IDLE_BLOCK_SECONDS": "worker_idle_block_s",
     "ENGINE_IDLE_BLOCK_SECONDS": "engine_idle_block_s",
     "ENGINE_LEASE_SECONDS": "engine_lease_s",
+    "ENGINE_BUSY_LEASE_SECONDS": "engine_busy_lease_s",
+    "UNSERVED_TIMEOUT": "unserved_timeout_s",
     "HEARTBEAT_TTL_SECONDS": "heartbeat_ttl_s",
     "PROGRESS_INTERVAL_SECONDS": "progress_interval_s",
     "MAX_DELIVERIES": "max_deliveries",
@@ -230,6 +240,7 @@ _ENV = {
     "WORKER_IDLE_EXIT_SECONDS": "worker_idle_exit_s",
     "WORKER_CONCURRENCY": "worker_concurrency",
     "WORKER_LOG_FILE": "worker_log_file",
+    "WORKER_HEALTH_DIR": "worker_health_dir",
     "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_s",
     "FALLBACK_BACKENDS": "fallback_backends",
     "ANIMATEDIFF_BASE_MODEL": "animatediff_base_model",
@@ -339,4 +350,11 @@ def load_settings(
         )
     if settings.lease_renew_s >= settings.lease_s:
         raise ConfigError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
+    if settings.engine_idle_block_s >= settings.engine_lease_s:
+        raise ConfigError("ENGINE_IDLE_BLOCK_SECONDS must be shorter than ENGINE_LEASE_SECONDS")
+    if settings.reclaim_interval_s * 2 > settings.engine_busy_lease_s:
+        raise ConfigError(
+            "ENGINE_BUSY_LEASE_SECONDS must be at least twice RECLAIM_INTERVAL_SECONDS "
+            "(the busy engine renews its lease at each reclaim tick)"
+        )
     return settings

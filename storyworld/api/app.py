@@ -30,6 +30,7 @@ from starlette.routing import Match
 from storyworld import __version__
 from storyworld.config import ConfigError, redact
 from storyworld.engine import idempotency, services
+from storyworld.engine.cast import CastError, load_cast
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, limits
@@ -108,6 +109,31 @@ class EpisodeCreate(ScriptBody):
     steps: _json_int(ge=1, le=500) | None = None
     seed: _json_int(ge=0, le=limits.MAX_SEED) | None = Field(
         default=None, description="0 <= seed < 2^63"
+    )
+    cast: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a cast file on the server (its reference images are relative to it)",
+    )
+    keyframes: Literal["off", "auto", "on"] | None = None
+    candidates: _json_int(ge=1, le=8) | None = None
+    approve: bool = False
+
+
+class ApproveBody(BaseModel):
+    model_config = _STRICT
+
+    beat: _json_int(ge=0, le=100_000) | None = Field(
+        default=None, description="beat index (0-based); all"
+    )
+
+
+class RerollBody(BaseModel):
+    model_config = _STRICT
+
+    seed: _json_int(ge=0, le=limits.MAX_SEED) | None = None
+    text: str | None = Field(
+        default=None, min_length=1, max_length=4000, description="new text for the beat"
     )
 
 
@@ -388,10 +414,10 @@ def _exact_integer_bounds(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         spec = make()
-        models = {"EpisodeCreate": EpisodeCreate, "RetryBody": RetryBody}
+        models = {m.__name__: m for m in (EpisodeCreate, RetryBody, ApproveBody, RerollBody)}
         for name, model in models.items():
             exact = model.model_json_schema()["properties"]
-            shown = spec["components"]["schemas"][name]["properties"]
+            shown = spec["components"]["schemas"].get(name, {}).get("properties", {})
             for field, schema in shown.items():
                 options = schema.get("anyOf", [schema])
                 truths = exact[field].get("anyOf", [exact[field]])
@@ -483,6 +509,7 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
         def create() -> dict[str, Any]:
             plan = _plan(rt, body)
             try:
+                cast = load_cast(body.cast) if body.cast else None
                 size = services.parse_size(body.size) if body.size else None
                 return services.create_episode(
                     rt,
@@ -494,8 +521,12 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
                     fps=body.fps,
                     steps=body.steps,
                     seed=body.seed,
+                    cast=cast,
+                    keyframes=body.keyframes,
+                    candidates=body.candidates,
+                    approve=body.approve,
                 )
-            except ConfigError as e:
+            except (ConfigError, CastError) as e:
                 raise ApiError(422, str(e)) from None
 
         if idempotency_key is None:
@@ -545,6 +576,28 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
                     409, f"episode {episode_id} has beats 0 to {total - 1}; there is no beat {beat}"
                 )
         return _state_change(lambda: services.retry_episode(rt, episode_id, beat))
+
+    @r.post(
+        "/episodes/{episode_id}/approve",
+        dependencies=change,
+        tags=["episodes"],
+        responses=_errors(403, 404, 409, 413),
+    )
+    def approve_episode(episode_id: str, body: ApproveBody | None = None) -> dict[str, Any]:
+        beat = body.beat + 1 if body and body.beat is not None else None
+        return _state_change(lambda: services.approve_episode(rt, episode_id, beat))
+
+    @r.post(
+        "/episodes/{episode_id}/beats/{n}/reroll",
+        dependencies=change,
+        tags=["episodes"],
+        responses=_errors(403, 404, 409, 413),
+    )
+    def reroll_beat(episode_id: str, n: int, body: RerollBody | None = None) -> dict[str, Any]:
+        body = body or RerollBody()
+        return _state_change(
+            lambda: services.reroll_beat(rt, episode_id, n + 1, seed=body.seed, text=body.text)
+        )
 
     @r.post(
         "/episodes/{episode_id}/cancel",
@@ -628,6 +681,8 @@ def _artifact_routes(r: APIRouter, rt: Runtime) -> None:
     def beat_keyframe(episode_id: str, n: int) -> Response:
         d = services.episode_detail(rt, episode_id)
         beat = beat_of(d, n)
+        if beat.get("keyframe"):  # keyframes first: the drawn (or approved) keyframe
+            return deliver(beat["keyframe"], f"{d['id']}-beat{n:03d}.png")
         mine = [a for a in d["artifacts"] if a["beat_id"] == beat["id"]]
         clip_job = next((a["job_id"] for a in mine if a["key"] == beat["clip_key"]), None)
         frames = [a for a in mine if a["kind"] == "keyframe"]

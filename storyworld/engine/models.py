@@ -53,6 +53,7 @@ def new_id() -> str:
 class EpisodeState(StrEnum):
     PLANNED = "planned"
     RENDERING = "rendering"
+    AWAITING_APPROVAL = "awaiting_approval"  # every keyframe drawn; the operator decides
     COMPOSING = "composing"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -79,7 +80,17 @@ class JobState(StrEnum):
 
 _EPISODE_MOVES = {
     EpisodeState.PLANNED: {EpisodeState.RENDERING, EpisodeState.CANCELLED, EpisodeState.FAILED},
-    EpisodeState.RENDERING: {EpisodeState.COMPOSING, EpisodeState.FAILED, EpisodeState.CANCELLED},
+    EpisodeState.RENDERING: {
+        EpisodeState.COMPOSING,
+        EpisodeState.FAILED,
+        EpisodeState.CANCELLED,
+        EpisodeState.AWAITING_APPROVAL,
+    },
+    EpisodeState.AWAITING_APPROVAL: {
+        EpisodeState.RENDERING,
+        EpisodeState.CANCELLED,
+        EpisodeState.FAILED,
+    },
     EpisodeState.COMPOSING: {
         EpisodeState.COMPLETED,
         EpisodeState.FAILED,
@@ -146,6 +157,24 @@ class Episode(Base):
         back_populates="episode", order_by="Beat.index", cascade="all, delete-orphan"
     )
 
+    @property
+    def is_active(self) -> bool:
+        """Planned or rendering: its beats are dispatched."""
+        return self.state in (EpisodeState.PLANNED, EpisodeState.RENDERING)
+
+    def fail(self, session: Session, reason: str) -> bool:
+        """Fail the episode with `reason` unless it already ended (completed, failed or
+        cancelled). Returns whether it changed."""
+        if self.state not in (
+            EpisodeState.PLANNED,
+            EpisodeState.RENDERING,
+            EpisodeState.COMPOSING,
+        ):
+            return False
+        self.error = reason
+        self.finished_at = time.time()
+        return transition(session, self, EpisodeState.FAILED, reason)
+
 
 class Beat(Base):
     __tablename__ = "beats"
@@ -170,6 +199,13 @@ class Beat(Base):
 
     episode: Mapped[Episode] = relationship(back_populates="beats")
     jobs: Mapped[list[JobRow]] = relationship(back_populates="beat", order_by="JobRow.attempt")
+
+    def is_current(self, job: JobRow) -> bool:
+        """`job` is the attempt this beat waits for (not a stale, earlier one)."""
+        return self.attempts == job.attempt and self.state in (
+            BeatState.QUEUED,
+            BeatState.RENDERING,
+        )
 
 
 class JobRow(Base):

@@ -100,6 +100,7 @@ def _file_lock(engine: Engine) -> Iterator[None]:
 def upgrade_database(engine: Engine) -> str:
     """Bring the database to the head revision (see the module docstring). Returns the
     revision it is at. Raises `DatabaseTooNew`."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing new
     head = head_revision()
     url = engine.url.render_as_string(hide_password=True)
     with engine.connect() as conn:

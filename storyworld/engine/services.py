@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from storyworld.config import ConfigError
+from storyworld.engine import film
+from storyworld.engine.cast import Cast
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -31,6 +33,7 @@ from storyworld.queue.fleet import fleet_stats
 
 __all__ = [
     "NotFound",
+    "approve_episode",
     "cancel_episode",
     "create_episode",
     "dead_letters",
@@ -42,6 +45,7 @@ __all__ = [
     "queue_stats",
     "recent_uploads",
     "requeue_dead",
+    "reroll_beat",
     "retry_episode",
     "set_paused",
 ]
@@ -93,10 +97,22 @@ def create_episode(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
     wake: bool = True,
+    cast: Cast | None = None,
+    keyframes: str | None = None,
+    candidates: int | None = None,
+    approve: bool = False,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Record a planned episode (state `planned`); the engine dispatches it."""
+    """Record a planned episode (state `planned`); the engine dispatches it.
+
+    With a cast, `keyframes` (off/auto/on), `candidates` or `approve`, the episode is
+    rendered keyframes first (see `engine.film`); an episode no backend can render is
+    refused here, before anything is stored. With `reuse`, beats whose render inputs are
+    unchanged since the last rendered revision of the same script keep their clips."""
     s = rt.settings
     backend = check_backend(backend or s.default_backend)
+    if cast is not None and seed is None:
+        seed = cast.style.seed
     width, height = size or (s.default_width, s.default_height)
     fps = fps or s.default_fps
     if not 1 <= fps <= 120:
@@ -105,9 +121,24 @@ def create_episode(
         raise ConfigError(f"steps must be between 1 and 500, not {steps}")
     if seed is not None and not 0 <= seed <= limits.MAX_SEED:
         raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+    film_state = None
+    if cast is not None or keyframes is not None or approve or (candidates or 1) > 1 or reuse:
+        film_state = film.plan_film(
+            plan,
+            cast,
+            backend=backend,
+            keyframes=keyframes or "auto",
+            candidates=candidates,
+            approve=approve,
+            render_inputs=film.render_inputs(s, backend, (width, height), fps, steps, seed),
+        )
+    title = (title or plan.title or "Untitled episode")[:300]
     with rt.sessions.begin() as session:
+        reused: dict[int, dict[str, Any]] = {}
+        if film_state is not None and reuse:
+            reused = film.reuse_from_revision(session, title, film_state)
         ep = Episode(
-            title=(title or plan.title or "Untitled episode")[:300],
+            title=title,
             script=script,
             script_format=plan.format,
             backend=backend,
@@ -121,7 +152,11 @@ def create_episode(
         )
         session.add(ep)
         session.flush()
+        if film_state is not None:
+            film.store_references(rt.store, session, ep.id, cast, film_state)
+            film.save(ep, film_state)
         for b in plan.beats:
+            old = reused.get(b.index)
             session.add(
                 Beat(
                     episode_id=ep.id,
@@ -131,7 +166,9 @@ def create_episode(
                     captions=list(b.captions),
                     duration_s=b.duration_s,
                     backend=backend,
-                    state=BeatState.PENDING,
+                    state=BeatState.DONE if old else BeatState.PENDING,
+                    clip_key=old["clip_key"] if old else None,
+                    not_before=film.initial_hold(film_state, b.index),
                 )
             )
         session.add(
@@ -244,6 +281,7 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                     "worker": last.worker_id if last else None,
                     "render_s": last.render_s if last else None,
                     "jobs": jobs,
+                    **film.beat_json(ep.options, b.index),
                 }
             )
         artifacts = [
@@ -283,7 +321,8 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                 "artifacts": artifacts,
                 "history": history,
                 "script_format": ep.script_format,
-                "options": ep.options or {},
+                "options": {k: v for k, v in (ep.options or {}).items() if k != film.FILM},
+                **film.episode_json(s, ep),
             }
         )
         return out
@@ -425,3 +464,49 @@ def recent_uploads(rt: Runtime, limit: int = 50) -> list[dict[str, Any]]:
 
 def artifact_url(rt: Runtime, key: str, expires_s: int | None = None) -> str:
     return rt.store.url_for(key, expires_s or rt.settings.s3_presign_expiry_s)
+
+
+def approve_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict[str, Any]:
+    """Approve the keyframes of an episode (or of beat `beat`, 1-based): their clips
+    render; the episode goes on once no keyframe waits for approval."""
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        if film.film_of(ep.options) is None:
+            raise ConfigError(f"episode {ep.id} was created without keyframes to approve")
+        index = _beat_index(ep, beat)
+        film.approve(s, ep, index)
+        episode_id = ep.id
+    rt.queue.wake_engine(WakeReason.RETRY)
+    return episode_detail(rt, episode_id)
+
+
+def reroll_beat(
+    rt: Runtime,
+    episode_id: str,
+    beat: int,
+    *,
+    seed: int | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """Draw beat `beat`'s (1-based) keyframe again, with a new seed (or `seed`) and
+    optionally new action text; nothing else of the episode is rendered again."""
+    if seed is not None and not 0 <= seed <= limits.MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+    if text is not None and not text.strip():
+        raise ConfigError("--text must not be empty")
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        index = _beat_index(ep, beat)
+        target = next(b for b in ep.beats if b.index == index)
+        film.reroll(s, ep, target, seed, text)
+        episode_id = ep.id
+    rt.queue.wake_engine(WakeReason.RETRY)
+    return episode_detail(rt, episode_id)
+
+
+def _beat_index(ep: Episode, beat: int | None) -> int | None:
+    if beat is None:
+        return None
+    if not 1 <= beat <= len(ep.beats):
+        raise ConfigError(f"episode {ep.id} has beats 1 to {len(ep.beats)}, not {beat}")
+    return beat - 1

@@ -26,6 +26,9 @@ class WakeReason(StrEnum):
     COMPOSED = "composed"
     REQUEUED = "dead letters requeued"
     STOPPING = "stopping"
+    HANDOVER = "handover"  # the leader stopped cleanly: a standby takes over now
+    BUSY = "busy"  # the leader has work now (its lease is short): standbys watch it
+    CHALLENGE = "challenge"  # a standby asks an idle leader to renew its lease
 
 
 class Wake(Message):

@@ -220,12 +220,58 @@ class JobQueue:
         return token if ok else None
 
     def release_engine_lease(self, token: str) -> None:
-        """Give the lease up (clean shutdown), only if we still hold it."""
+        """Give the lease up (clean shutdown), only if we still hold it, and tell standbys
+        at once: a busy one blocks on the handover list, an idle one on the result list."""
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "
             "return redis.call('DEL', KEYS[1]) end return 0"
         )
-        self.r.eval(script, 1, self.keys.engine_lease, token)
+        if self.r.eval(script, 1, self.keys.engine_lease, token):
+            with self.r.pipeline(transaction=False) as p:
+                p.lpush(self.keys.engine_handover, "1")
+                p.expire(self.keys.engine_handover, 60)
+                p.lpush(self.keys.results, wake_message(WakeReason.HANDOVER))
+                p.execute()
+
+    def wake_standbys(self) -> None:
+        """Unblock engines standing by (one stopping in this process, say); each looks at
+        the lease again, nothing else changes."""
+        with self.r.pipeline(transaction=False) as p:
+            p.lpush(self.keys.engine_handover, "1")
+            p.expire(self.keys.engine_handover, 60)
+            p.lpush(self.keys.results, wake_message(WakeReason.STOPPING))
+            p.execute()
+
+    def engine_lease_state(self) -> tuple[str | None, int]:
+        """(lease value or None, milliseconds it has left) in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            p.get(self.keys.engine_lease)
+            p.pttl(self.keys.engine_lease)
+            value, pttl = p.execute()
+        return (_s(value) if value is not None else None), max(0, int(pttl))
+
+    def take_over_engine_lease(self, seen: str, holder: LeaseHolder, lease_s: float) -> str | None:
+        """Replace a lease whose holder stopped answering, only if it is still `seen` (so
+        two standbys cannot both take over). Returns the new fencing token, or None."""
+        token = holder.to_token()
+        script = (
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0"
+        )
+        ok = self.r.eval(script, 1, self.keys.engine_lease, seen, token, int(lease_s * 1000))
+        return token if ok else None
+
+    def standby_wait(self, timeout_s: float) -> bool:
+        """An idle standby blocks on the result list like the leader, but puts what it takes
+        straight back (an atomic rotation), so the leader still gets it. True if something
+        arrived."""
+        k = self.keys
+        raw = self.rb.blmove(k.results, k.results, max(timeout_s, 0.01), "RIGHT", "LEFT")
+        return raw is not None
+
+    def wait_for_handover(self, timeout_s: float) -> bool:
+        """A busy standby blocks until the lease should have run out, or a clean handover."""
+        return self.rb.blpop([self.keys.engine_handover], max(timeout_s, 0.01)) is not None
 
     def engine_holder(self) -> dict[str, Any] | None:
         holder = parse_lease_holder(self.r.get(self.keys.engine_lease))
@@ -243,7 +289,13 @@ class JobQueue:
         return int(self._run("enqueue", [k.engine_lease, k.jobs, k.events], args))
 
     def tick(
-        self, token: str, *, max_results: int = 100, repair: bool = False, recover: bool = False
+        self,
+        token: str,
+        *,
+        max_results: int = 100,
+        repair: bool = False,
+        recover: bool = False,
+        lease_ms: int | None = None,
     ) -> TickResult:
         """The engine's periodic script (see tick.lua). Unless `recover`, results returned
         by the previous tick count as applied."""
@@ -266,7 +318,7 @@ class JobQueue:
             ],
             [
                 token,
-                self.engine_lease_ms,
+                lease_ms or self.engine_lease_ms,
                 self.max_deliveries,
                 k.wake_prefix,
                 self.events_maxlen,

@@ -97,6 +97,11 @@ class Keys:
         return self._k("engine:lease")
 
     @property
+    def engine_handover(self) -> str:
+        """A busy standby blocks here; an engine stopping cleanly pushes to it (list)."""
+        return self._k("engine:handover")
+
+    @property
     def paused(self) -> str:
         return self._k("engine:paused")
 

@@ -57,7 +57,7 @@ COMMANDS: tuple[Command, ...] = (
             "Read Redis and the database now", ("dashboard", "episode", "dead", "jobs"),
             show=False),
     Command("quit", "q", "quit", "Quit", "Stop the console (and the engine it runs)",
-            ("dashboard", "episode", "dead", "jobs")),
+            ("dashboard", "episode", "dead", "jobs", "keyframes")),
     # Episode detail
     Command("retry-beat", "r", "retry_beat", "Retry beat",
             "Render the highlighted beat again", ("episode",), mutating=True),
@@ -67,6 +67,25 @@ COMMANDS: tuple[Command, ...] = (
             "Copy the link of the highlighted beat's clip", ("episode",)),
     Command("copy-episode-link", "Y", "copy_episode_link", "Copy episode link",
             "Copy the link of the composed episode", ("episode",)),
+    Command("keyframes", "k", "open_keyframes", "Keyframes",
+            "The keyframe grid: characters, scores, approve and re-roll", ("episode",)),
+    # Keyframe grid
+    Command("next-keyframe", "right", "next_keyframe", "Next keyframe",
+            "Select the next beat's keyframe", ("keyframes",), key_display="→"),
+    Command("previous-keyframe", "left", "previous_keyframe", "Previous keyframe",
+            "Select the previous beat's keyframe", ("keyframes",), key_display="←"),
+    Command("next-keyframe-row", "down", "next_keyframe_row", "Keyframe below",
+            "Select the keyframe one row down", ("keyframes",), show=False),
+    Command("previous-keyframe-row", "up", "previous_keyframe_row", "Keyframe above",
+            "Select the keyframe one row up", ("keyframes",), show=False),
+    Command("approve-keyframe", "a", "approve_keyframe", "Approve",
+            "Approve the selected beat's keyframe: its clip renders", ("keyframes",),
+            mutating=True),
+    Command("approve-all-keyframes", "A", "approve_all_keyframes", "Approve all",
+            "Approve every keyframe: the episode renders on", ("keyframes",), mutating=True),
+    Command("reroll-keyframe", "r", "reroll_keyframe", "Re-roll",
+            "Draw the selected beat's keyframe again with a new seed", ("keyframes",),
+            mutating=True),
     # New episode
     Command("load-example", "ctrl+l", "load_example", "Load the example script",
             "Replace the script with the example", ("new",), mutating=True, priority=True),
@@ -101,7 +120,7 @@ COMMANDS: tuple[Command, ...] = (
             mutating=True, confirm=True),
     # Everywhere
     Command("back", "escape", "back", "Back", "Return to the previous screen",
-            ("episode", "new", "dead", "jobs"), key_display="esc"),
+            ("episode", "new", "dead", "jobs", "keyframes"), key_display="esc"),
     Command("help", "question_mark", "help", "Help", "Keys and actions of this screen", ("*",),
             key_display="?"),
 )  # fmt: skip

@@ -16,6 +16,7 @@ from storyworld.tui.commands import COMMANDS, commands_for
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
 from storyworld.tui.jobs import JobsScreen
+from storyworld.tui.keyframes import KeyframesScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import ConfirmScreen, LiveScreen
 
@@ -48,6 +49,7 @@ SCREENS: dict[str, Opener] = {
     "new": _opener(NewEpisodeScreen, lambda app: app.new_episode(example=True)),
     "dead": _opener(DeadLettersScreen, lambda app: app.open_dead_letters()),
     "jobs": _opener(JobsScreen, lambda app: app.open_jobs()),
+    "keyframes": _opener(KeyframesScreen, lambda app: app.push_screen(KeyframesScreen(EP))),
 }
 
 

@@ -89,6 +89,8 @@ class AnimaticBackend(RenderBackend):
 
     def render(self, ctx: RenderContext) -> RenderOutput:
         spec = ctx.job.spec
+        if spec.options.get("stage") == "keyframe":
+            return self._keyframe(ctx)
         speech = getattr(ctx, "speech", None)
         cues = list(speech.cues) if speech is not None else None
         frames = list(draw_frames(spec, ctx, cues=cues))
@@ -98,3 +100,51 @@ class AnimaticBackend(RenderBackend):
             keyframe=frames[len(frames) // 2],
             model_info={"backend": "animatic", "version": VERSION, "seed": spec.seed},
         )
+
+    def _keyframe(self, ctx: RenderContext) -> RenderOutput:
+        """The keyframe stage on the CPU: the animatic's own first frame, one per candidate
+        seed, scored against the references by a CPU stand-in for the image encoder (the
+        cosine of 16x16 colour thumbnails), so the whole film flow runs without a GPU."""
+        from storyworld.worker.backends.video import fetch_image, reference_keys, wanted_candidates
+
+        spec = ctx.job.spec
+        count = wanted_candidates(spec)
+        refs = [_thumb(fetch_image(ctx, k, "reference")) for k in reference_keys(spec)]
+        target = [sum(col) / len(refs) for col in zip(*refs, strict=True)] if refs else None
+        base = spec.seed or 0
+        first = spec.model_copy(update={"duration_s": 1.0, "fps": 1})
+        images, scores = [], []
+        for i in range(count):
+            candidate = first.model_copy(update={"seed": base + i})
+            image = next(iter(draw_frames(candidate, None)))
+            images.append(image)
+            scores.append(_cosine(_thumb(image), target) if target else None)
+            ctx.progress(i + 1, count)
+        best = max(range(count), key=lambda i: scores[i] or 0.0) if target else 0
+        return RenderOutput(
+            fps=spec.fps,
+            frames=[images[best]],
+            keyframe=images[best],
+            model_info={
+                "backend": "animatic",
+                "version": VERSION,
+                "stage": "keyframe",
+                "seed": base + best,
+                "candidates": [{"seed": base + i, "score": scores[i]} for i in range(count)],
+                "chosen": best,
+                "score": scores[best],
+                "reference_keys": reference_keys(spec),
+            },
+        )
+
+
+def _thumb(image: Image.Image) -> list[float]:
+    small = image.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)
+    return [float(v) for v in small.tobytes()]
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    return round(dot / (na * nb), 6) if na and nb else 0.0
