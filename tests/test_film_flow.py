@@ -174,3 +174,31 @@ def test_a_backend_that_cannot_render_is_refused(runtime, tmp_path) -> None:
             runtime, plan_script(SCRIPT), script=SCRIPT, backend="svd", keyframes="off"
         )
     assert services.list_episodes(runtime) == []
+
+
+def test_continuity_scene_starts_from_the_previous_last_frame(
+    runtime, background, tmp_path
+) -> None:
+    cast = load_cast(
+        write_cast(tmp_path, CAST.replace('negative = "blurry"', 'continuity = "scene"'))
+    )
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, fps=8, seed=5
+    )["id"]
+    background.engine(runtime)
+    background.worker(runtime)
+    background.worker(runtime)
+    done = _state(runtime, ep, "completed")
+    beats = done["beats"]
+    last_frames = {a["job_id"]: a["key"] for a in done["artifacts"] if a["kind"] == "last_frame"}
+    clip_jobs = [b["jobs"][-1] for b in beats]
+    assert set(last_frames) == {j["job_id"] for j in clip_jobs}
+    specs = [_payload(runtime, j["job_id"])["spec"] for j in clip_jobs]
+    # Beat 2 is in beat 1's scene: it starts from beat 1's last frame, once it exists.
+    assert specs[1]["conditioning_key"] == last_frames[clip_jobs[0]["job_id"]]
+    assert specs[1]["options"]["continuity_from"] == 0
+    assert clip_jobs[1]["queued_at"] >= clip_jobs[0]["finished_at"]
+    # Beat 3 opens a new scene: from its own keyframe (beat 1 too, the first of its scene).
+    assert specs[2]["conditioning_key"] == beats[2]["keyframe"]
+    assert specs[0]["conditioning_key"] == beats[0]["keyframe"]
+    assert "continuity_from" not in specs[2]["options"]

@@ -227,6 +227,7 @@ class Outcomes:
         beat.clip_key = next((a.key for a in result.artifacts if a.kind == "clip"), None)
         beat.error = None
         transition(s, beat, BeatState.DONE, f"attempt {job.attempt} rendered by {result.worker_id}")
+        film.clip_done(s, beat, episode, result)
         if episode.state in (EpisodeState.FAILED, EpisodeState.COMPLETED):
             transition(
                 s,

@@ -168,6 +168,7 @@ def create_episode(
                     backend=backend,
                     state=BeatState.DONE if old else BeatState.PENDING,
                     clip_key=old["clip_key"] if old else None,
+                    not_before=film.initial_hold(film_state, b.index),
                 )
             )
         session.add(

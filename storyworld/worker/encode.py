@@ -25,6 +25,8 @@ class EncodedClip:
     frames: int
     #: The beat's speech alone (AAC), when it has dialogue.
     audio: Path | None = None
+    #: The clip's last frame, for a job that asks for it (`options.continuity`).
+    last_frame: Path | None = None
 
 
 def encode_output(
@@ -72,7 +74,18 @@ def encode_output(
             sort_keys=True,
         )
     )
-    return EncodedClip(clip=clip, keyframe=keyframe, settings=settings, frames=written, audio=audio)
+    last_frame = None
+    if spec.options.get("continuity") == "scene":
+        last_frame = workdir / "last-frame.png"
+        _last_frame(clip).save(last_frame, format="PNG")
+    return EncodedClip(
+        clip=clip,
+        keyframe=keyframe,
+        settings=settings,
+        frames=written,
+        audio=audio,
+        last_frame=last_frame,
+    )
 
 
 def _middle_frame(clip: Path, count: int):  # type: ignore[no-untyped-def]
@@ -108,3 +121,14 @@ def _keyframe_only(job: Job, out: RenderOutput, workdir: Path) -> EncodedClip:
         )
     )
     return EncodedClip(clip=workdir / "clip.mp4", keyframe=keyframe, settings=settings, frames=1)
+
+
+def _last_frame(clip: Path):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    last = None
+    for arr in read_frames(clip):
+        last = arr
+    if last is None:
+        raise ValueError("empty clip")
+    return Image.fromarray(last).convert("RGB")

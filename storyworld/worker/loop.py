@@ -53,6 +53,7 @@ from storyworld.storage import (
     audio_key,
     clip_key,
     keyframe_key,
+    last_frame_key,
     settings_key,
 )
 from storyworld.worker.backends.base import (
@@ -516,6 +517,9 @@ class Worker:
         ]
         if job.kind == "keyframe":
             files = files[1:]
+        if encoded.last_frame is not None:
+            key = last_frame_key(job.episode_id, job.beat_index, job.attempt)
+            files.append(("last_frame", key, encoded.last_frame))
         if encoded.audio is not None:
             files.append(
                 ("audio", audio_key(job.episode_id, job.beat_index, job.attempt), encoded.audio)
