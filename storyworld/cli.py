@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import select
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
-from storyworld.engine import services
+from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
 from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
@@ -93,6 +93,22 @@ def _film_args(args: argparse.Namespace, script: Path, plan: ScriptPlan) -> dict
         "candidates": getattr(args, "candidates", None),
         "approve": bool(getattr(args, "approve", False)),
     }
+
+
+def _sound_args(args: argparse.Namespace, film_args: dict[str, Any], plan: ScriptPlan) -> dict:
+    """The episode's music bed, ambience and subtitle burning; every voice of the cast and
+    every sound file is checked here, before anything is queued."""
+    cast = film_args.get("cast")
+    opts = sound.sound_options(
+        cast_path=str(cast.path) if cast is not None else None,
+        cast_json=cast.to_json() if cast is not None else None,
+        music=getattr(args, "music", None),
+        ambience=getattr(args, "ambience", None),
+        burn_subtitles=bool(getattr(args, "burn_subtitles", False)),
+    )
+    film = {"cast": cast.to_json()} if cast is not None else {}
+    sound.check_sound(plan, {"film": film, sound.SOUND: opts})
+    return opts
 
 
 def _film_key(film: dict[str, Any]) -> dict[str, Any]:
@@ -192,8 +208,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     opts = _episode_options(args)
     opts["backend"] = backend
     film_args = _film_args(args, script_path, plan)
+    sound_opts = _sound_args(args, film_args, plan)
     if any(v for k, v in _film_key(film_args).items()):
         opts["film"] = _film_key(film_args)
+    if sound_opts:
+        opts[sound.SOUND] = sound_opts
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
@@ -235,7 +254,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 fps=args.fps,
                 steps=args.steps,
                 seed=args.seed,
-                options={"script_key": key},
+                options={"script_key": key, sound.SOUND: sound_opts},
                 reuse=not args.new,
                 **film_args,
             )
@@ -324,6 +343,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
     film_args = _film_args(args, Path(args.script), plan)
+    sound_opts = _sound_args(args, film_args, plan)
     with open_runtime(settings, role="storyworld-cli") as rt:
         detail = services.create_episode(
             rt,
@@ -335,6 +355,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
             fps=args.fps,
             steps=args.steps,
             seed=args.seed,
+            options={sound.SOUND: sound_opts} if sound_opts else None,
             **film_args,
         )
     if args.json:
@@ -631,6 +652,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--candidates", type=int, help="keyframes drawn per beat (1-8)")
         sp.add_argument(
             "--approve", action="store_true", help="stop for approval once keyframes exist"
+        )
+        sp.add_argument("--music", help="music bed under the episode (any file PyAV decodes)")
+        sp.add_argument("--ambience", help="ambience under the whole episode")
+        sp.add_argument(
+            "--burn-subtitles",
+            action="store_true",
+            help="draw the subtitles into the picture (instead of a subtitle track)",
         )
 
     r = sub.add_parser("render", help="render a script to an episode and wait for it")

@@ -177,3 +177,50 @@ def test_neural_voice_from_a_local_vits_model(tiny_vits: Path) -> None:
     during = a.samples[int(cue.start_s * SAMPLE_RATE) : int(cue.end_s * SAMPLE_RATE)]
     assert _rms(during) > 0.01
     assert np.array_equal(a.samples, b.samples)  # seeded: the same line sounds the same
+
+
+def test_music_bed_is_ducked_under_dialogue(tmp_path: Path) -> None:
+    """A bed (220 Hz) under a beat whose 'speech' is a 1 kHz tone during its cue: the bed
+    is at least 10 dB quieter while the line plays than between lines."""
+    import wave
+
+    from storyworld.audio import decode_audio
+    from storyworld.media import encode_frames
+    from storyworld.soundtrack import BeatClip, SoundBeds, add_clip_sound, compose_episode
+    from storyworld.subtitles import Cue
+
+    fps, frames = 12, 48  # 4 s
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    speech = np.where((t >= 1.5) & (t < 2.5), 0.1 * np.sin(2 * np.pi * 1000 * t), 0.0)
+    silent, clip = tmp_path / "picture.mp4", tmp_path / "clip.mp4"
+    encode_frames([np.zeros((36, 64, 3), np.uint8)] * frames, silent, fps=fps, width=64, height=36)
+    cue = Cue(1.5, 2.5, "MARA", "Hello.")
+    add_clip_sound(silent, clip, speech.astype(np.float32), [cue], frames, fps)
+    bed = tmp_path / "bed.wav"
+    tb = np.arange(2 * 22050) / 22050
+    with wave.open(str(bed), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes((0.4 * np.sin(2 * np.pi * 220 * tb) * 32767).astype("<i2").tobytes())
+    out = tmp_path / "episode.mp4"
+    mix = compose_episode(
+        [BeatClip(clip, frames, [cue])],
+        out,
+        fps=fps,
+        width=64,
+        height=36,
+        beds=SoundBeds(music={0: bed}),
+    )
+    assert mix.samples == 4 * SAMPLE_RATE and mix.frames == frames
+    sound = np.concatenate(list(decode_audio(out)), axis=1).mean(axis=0)
+
+    def band(a: float, b: float, f: float) -> float:
+        x = sound[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+        return float(np.sum(spectrum[(freqs > f - 20) & (freqs < f + 20)] ** 2))
+
+    ducked = 10 * np.log10(band(0.3, 1.1, 220) / band(1.7, 2.3, 220))
+    assert ducked >= 10, ducked
+    assert band(1.7, 2.3, 1000) > 100 * band(0.3, 1.1, 1000)  # the line plays in its cue

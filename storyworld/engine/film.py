@@ -151,6 +151,11 @@ def plan_film(
             "keyframes": wants,
             "candidates": k if wants else 1,
             "index": b.index,
+            # A line's voice is part of what its beat sounds like: a new voice re-renders.
+            "voices": {
+                sp: (cast.character(sp).voice if cast and cast.character(sp) else "")
+                for sp in dict.fromkeys(speakers)
+            },
         }
         beats[str(b.index)] = {
             "characters": names,
