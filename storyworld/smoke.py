@@ -300,23 +300,33 @@ class Smoke:
                 )
             raise StepFailed(f"no job was dispatched within {self.timeout_s:g} s", advice)
         self.job_id = self._job(detail)["job_id"]
-        self._events(0.001)
         r = self.rt.clients.fast
-        with r.pipeline(transaction=False) as p:
-            p.llen(self.keys.jobs)
-            p.lrange(self.keys.jobs, 0, 199)
-            waiting, head = p.execute()
-        if any(self.job_id.encode() in item for item in head):
-            return f"job {self.job_id} waits: LLEN {self.keys.jobs} = {waiting}"
-        if "started" in self.seen or self._job(self.face.detail(self.episode_id))["state"] != (
-            "queued"
-        ):
+        seen: dict[str, int] = {}
+
+        def on_the_list_or_taken() -> str | None:
+            # The engine records a job before it enqueues it, so look until it is on the
+            # list, or a worker has already taken it (its "started" event).
+            self._events(0.001)
+            with r.pipeline(transaction=False) as p:
+                p.llen(self.keys.jobs)
+                p.lrange(self.keys.jobs, 0, 199)
+                waiting, head = p.execute()
+            seen["waiting"] = int(waiting)
+            if any(self.job_id.encode() in item for item in head):
+                return "waiting"
+            return "taken" if "started" in self.seen else None
+
+        found = self._wait(on_the_list_or_taken)
+        if found == "waiting":
+            return f"job {self.job_id} waits: LLEN {self.keys.jobs} = {seen['waiting']}"
+        if found == "taken":
             return (
                 f"job {self.job_id} was taken before it could be seen waiting "
-                f"(LLEN {self.keys.jobs} = {waiting} now)"
+                f"(LLEN {self.keys.jobs} = {seen['waiting']} now)"
             )
         raise StepFailed(
-            f"job {self.job_id} is recorded as queued but is not on {self.keys.jobs}",
+            f"job {self.job_id} is recorded as queued but never showed on {self.keys.jobs} "
+            f"within {self.timeout_s:g} s",
             "the engine and this machine use different JOB_QUEUE names or Redis databases; "
             "compare REDIS_URL (including /db) and JOB_QUEUE on both",
         )
