@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 
 from storyworld.config import Settings, redact
 from storyworld.engine import services
-from storyworld.engine.models import Artifact, Beat, Episode, JobRow, Transition, Upload
+from storyworld.engine.models import Base, Episode, Transition
 from storyworld.engine.planner import plan_script
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.queue.fleet import fleet_stats
@@ -153,15 +153,16 @@ class ServicesFace:
         beat_ids = [b["id"] for b in d["beats"]]
         job_ids = [j["job_id"] for b in d["beats"] for j in b["jobs"]]
         with self.rt.sessions.begin() as s:
-            s.execute(delete(Upload).where(Upload.episode_id == episode_id))
-            s.execute(delete(Artifact).where(Artifact.episode_id == episode_id))
             s.execute(
                 delete(Transition).where(
                     Transition.entity_id.in_([episode_id, *beat_ids, *job_ids])
                 )
             )
-            s.execute(delete(JobRow).where(JobRow.episode_id == episode_id))
-            s.execute(delete(Beat).where(Beat.episode_id == episode_id))
+            # Every table that records something of an episode has its episode_id;
+            # children first (sorted_tables puts a table after those it refers to).
+            for table in reversed(Base.metadata.sorted_tables):
+                if "episode_id" in table.c:
+                    s.execute(delete(table).where(table.c.episode_id == episode_id))
             s.execute(delete(Episode).where(Episode.id == episode_id))
         return f"deleted episode {episode_id} and its {len(keys)} stored object(s)"
 
