@@ -219,3 +219,24 @@ def test_plan_routes_each_stage_by_capability():
     assert clip_fields("wan", info)["conditioning_key"] == "k.png"
     with pytest.raises(ConfigError, match="animates a keyframe"):
         plan_film(plan, None, backend="svd", keyframes="off", render_inputs=inputs)
+
+
+def test_wan_first_and_last_frame_checkpoint(film_settings, render_context, tmp_path, tiny_wan_flf):
+    from storyworld.worker.backends.wan import WanBackend
+
+    settings = film_settings(WAN_MODEL=str(tiny_wan_flf))
+    backend = WanBackend(settings)
+    cap = backend.capabilities()
+    assert (cap.t2v, cap.i2v, cap.first_last_frame) == (False, True, True)
+    artifacts = _images(tmp_path, a=(200, 0, 0), b=(0, 0, 200))
+    job = make_job(
+        "wan",
+        conditioning_key="ep1/references/a.png",
+        options={"last_frame_key": "ep1/references/b.png"},
+    )
+    out = backend.render(render_context(job, settings, artifacts=artifacts))
+    assert out.model_info["role"] == "flf" and out.model_info["last_frame_used"]
+    assert len(out.frames) == 9
+    # Text alone is refused at once: this checkpoint needs a keyframe.
+    with pytest.raises(PermanentRenderError, match="needs a keyframe"):
+        backend.render(render_context(make_job("wan"), settings))
