@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from storyworld.config import ConfigError
-from storyworld.engine import film
+from storyworld.engine import film, sound
 from storyworld.engine.cast import Cast
 from storyworld.engine.models import (
     Artifact,
@@ -133,6 +133,13 @@ def create_episode(
             approve=approve,
             render_inputs=film.render_inputs(s, backend, (width, height), fps, steps, seed),
         )
+    # Voices and sound files are refused here too (the console and the API create
+    # episodes without the CLI), before anything is stored.
+    sound.check_sound(
+        plan,
+        {"film": {"cast": cast.to_json() if cast else None}, **(options or {})},
+        local_models=s.local_mode,
+    )
     title = (title or plan.title or "Untitled episode")[:300]
     with rt.sessions.begin() as session:
         reused: dict[int, dict[str, Any]] = {}
