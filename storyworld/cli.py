@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import select
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
-from storyworld.engine import services
+from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
 from storyworld.engine.errors import EngineError, exit_code
 from storyworld.engine.host import EngineHost
@@ -96,6 +96,22 @@ def _film_args(args: argparse.Namespace, script: Path, plan: ScriptPlan) -> dict
     }
 
 
+def _sound_args(args: argparse.Namespace, film_args: dict[str, Any], plan: ScriptPlan) -> dict:
+    """The episode's music bed, ambience and subtitle burning; every voice of the cast and
+    every sound file is checked here, before anything is queued."""
+    cast = film_args.get("cast")
+    opts = sound.sound_options(
+        cast_path=str(cast.path) if cast is not None else None,
+        cast_json=cast.to_json() if cast is not None else None,
+        music=getattr(args, "music", None),
+        ambience=getattr(args, "ambience", None),
+        burn_subtitles=bool(getattr(args, "burn_subtitles", False)),
+    )
+    film = {"cast": cast.to_json()} if cast is not None else {}
+    sound.check_sound(plan, {"film": film, sound.SOUND: opts})
+    return opts
+
+
 def _film_key(film: dict[str, Any]) -> dict[str, Any]:
     cast = film["cast"]
     return {
@@ -120,23 +136,48 @@ def _find_resumable(rt: Runtime, key: str) -> Episode | None:
 
 
 class ProgressView:
-    """Per-beat progress bars on a terminal; one line per change otherwise."""
+    """Progress of a render: beats done, percent and an ETA on one line, with bars for the
+    beats in flight on a terminal; on a pipe, a line per change of state (beat by beat for
+    a short episode, every 5 % for a long one)."""
 
     BAR = 20
+    #: Episodes longer than this show only the beats in flight, not one bar per beat.
+    ALL_BARS = 24
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
+    def __init__(self, stream: Any = sys.stderr, clock: Any = time.monotonic) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.drawn = 0
         self.last: dict[int, str] = {}
+        self.clock = clock
+        self.started = clock()
+        self.first_done: int | None = None
+        self.last_step = -1
 
     def _bar(self, frac: float) -> str:
         n = round(frac * self.BAR)
         return "█" * n + "░" * (self.BAR - n)
 
+    def headline(self, detail: dict[str, Any]) -> str:
+        """`Title [state] 12/900 beats 1% ETA 14:05` (ETA once a beat is done here)."""
+        done, total = detail["beats_done"], detail["beats_total"]
+        pct = int(100 * done / total) if total else 100
+        if self.first_done is None:
+            self.first_done = done  # beats done before this run (a resume) do not count
+        eta = ""
+        made = done - self.first_done
+        if made > 0 and done < total:
+            left = (self.clock() - self.started) / made * (total - done)
+            eta = f" ETA {int(left // 60)}:{int(left % 60):02d}"
+        return f"{detail['title']} [{detail['state']}] {done}/{total} beats {pct}%{eta}"
+
     def show(self, detail: dict[str, Any], progress: dict[int, float]) -> None:
+        head = self.headline(detail)
+        beats = detail["beats"]
+        if len(beats) > self.ALL_BARS or detail["beats_total"] > self.ALL_BARS:
+            beats = [b for b in beats if b["state"] in ("rendering", "failed")][:8]
         lines = []
-        for b in detail["beats"]:
+        for b in beats:
             frac = 1.0 if b["state"] == "done" else progress.get(b["index"], 0.0)
             if b["state"] in ("pending", "queued"):
                 frac = 0.0
@@ -145,22 +186,24 @@ class ProgressView:
                 f"  beat {b['index'] + 1:>3} {self._bar(frac)} {b['state']:<9}"
                 f" {b['duration_s']:>4g}s{tail}"
             )
-        head = (
-            f"{detail['title']} [{detail['state']}] {detail['beats_done']}/"
-            f"{detail['beats_total']} beats"
-        )
         if self.tty:
             if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F")
+                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
             for line in [head, *lines]:
                 self.stream.write("\x1b[2K" + line + "\n")
             self.drawn = len(lines) + 1
             self.stream.flush()
             return
-        for b in detail["beats"]:
-            if self.last.get(b["index"]) != b["state"]:
-                self.last[b["index"]] = b["state"]
-                self.stream.write(f"beat {b['index'] + 1}: {b['state']}\n")
+        if detail["beats_total"] > self.ALL_BARS:
+            step = int(20 * detail["beats_done"] / max(1, detail["beats_total"]))
+            if step != self.last_step:
+                self.last_step = step
+                self.stream.write(head + "\n")
+        else:
+            for b in detail["beats"]:
+                if self.last.get(b["index"]) != b["state"]:
+                    self.last[b["index"]] = b["state"]
+                    self.stream.write(f"beat {b['index'] + 1}: {b['state']}\n")
         if self.last.get(-1) != detail["state"]:
             self.last[-1] = detail["state"]
             self.stream.write(f"episode {detail['id']}: {detail['state']}\n")
@@ -193,8 +236,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     opts = _episode_options(args)
     opts["backend"] = backend
     film_args = _film_args(args, script_path, plan)
+    sound_opts = _sound_args(args, film_args, plan)
     if any(v for k, v in _film_key(film_args).items()):
         opts["film"] = _film_key(film_args)
+    if sound_opts:
+        opts[sound.SOUND] = sound_opts
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
@@ -236,7 +282,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 fps=args.fps,
                 steps=args.steps,
                 seed=args.seed,
-                options={"script_key": key},
+                options={"script_key": key, sound.SOUND: sound_opts},
                 reuse=not args.new,
                 **film_args,
             )
@@ -259,7 +305,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         progress: dict[int, float] = {}
         poll = 1.0 if local else 5.0
         while not stop.is_set():
-            detail = services.episode_detail(rt, episode_id)
+            detail = services.episode_progress(rt, episode_id)
             if time.monotonic() - last_progress >= poll:
                 try:
                     progress = _beat_progress(rt, episode_id)
@@ -325,6 +371,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
     film_args = _film_args(args, Path(args.script), plan)
+    sound_opts = _sound_args(args, film_args, plan)
     with open_runtime(settings, role="storyworld-cli") as rt:
         detail = services.create_episode(
             rt,
@@ -336,6 +383,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
             fps=args.fps,
             steps=args.steps,
             seed=args.seed,
+            options={sound.SOUND: sound_opts} if sound_opts else None,
             **film_args,
         )
     if args.json:
@@ -634,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--candidates", type=int, help="keyframes drawn per beat (1-8)")
         sp.add_argument(
             "--approve", action="store_true", help="stop for approval once keyframes exist"
+        )
+        sp.add_argument("--music", help="music bed under the episode (any file PyAV decodes)")
+        sp.add_argument("--ambience", help="ambience under the whole episode")
+        sp.add_argument(
+            "--burn-subtitles",
+            action="store_true",
+            help="draw the subtitles into the picture (instead of a subtitle track)",
         )
 
     r = sub.add_parser("render", help="render a script to an episode and wait for it")

@@ -153,6 +153,7 @@ class Settings:
     worker_idle_exit_s: float = 0.0
     worker_concurrency: int = 1
     worker_log_file: str = ""
+    worker_health_dir: str = ""
     shutdown_grace_s: float = 60.0
     fallback_backends: str = ""
     # GPU backends.
@@ -243,6 +244,7 @@ _ENV = {
     "WORKER_IDLE_EXIT_SECONDS": "worker_idle_exit_s",
     "WORKER_CONCURRENCY": "worker_concurrency",
     "WORKER_LOG_FILE": "worker_log_file",
+    "WORKER_HEALTH_DIR": "worker_health_dir",
     "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_s",
     "FALLBACK_BACKENDS": "fallback_backends",
     "ANIMATEDIFF_BASE_MODEL": "animatediff_base_model",

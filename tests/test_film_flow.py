@@ -104,6 +104,12 @@ def test_approve_reroll_approve(runtime, background, tmp_path) -> None:
         assert waiting["beats"][i]["score"] == max(c["score"] for c in info["candidates"])
     assert waiting["beats"][1]["score"] is None
     first_keyframes = [b["keyframe"] for b in waiting["beats"]]
+    # Keyframe jobs are a job kind of their own: a still and its settings, no clip.
+    for beat in waiting["beats"]:
+        job_id = beat["jobs"][0]["job_id"]
+        assert _payload(runtime, job_id)["kind"] == "keyframe"
+        kinds = {a["kind"] for a in waiting["artifacts"] if a["job_id"] == job_id}
+        assert kinds == {"keyframe", "settings"}
 
     services.reroll_beat(runtime, ep, 2)
     again = _state(runtime, ep, "awaiting_approval")
@@ -118,7 +124,7 @@ def test_approve_reroll_approve(runtime, background, tmp_path) -> None:
     for beat in done["beats"]:
         clip_job = beat["jobs"][-1]
         payload = _payload(runtime, clip_job["job_id"])
-        assert payload["spec"]["options"]["stage"] == "clip"
+        assert payload["kind"] == "clip" and payload["spec"]["options"]["stage"] == "clip"
         # The clip jobs carry keys, never bytes: the keyframe and the references.
         assert payload["spec"]["options"]["keyframe_key"] == beat["keyframe"]
         assert payload["spec"]["conditioning_key"] == beat["keyframe"]
@@ -168,3 +174,52 @@ def test_a_backend_that_cannot_render_is_refused(runtime, tmp_path) -> None:
             runtime, plan_script(SCRIPT), script=SCRIPT, backend="svd", keyframes="off"
         )
     assert services.list_episodes(runtime) == []
+
+
+def test_continuity_scene_starts_from_the_previous_last_frame(
+    runtime, background, tmp_path
+) -> None:
+    cast = load_cast(
+        write_cast(tmp_path, CAST.replace('negative = "blurry"', 'continuity = "scene"'))
+    )
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, fps=8, seed=5
+    )["id"]
+    background.engine(runtime)
+    background.worker(runtime)
+    background.worker(runtime)
+    done = _state(runtime, ep, "completed")
+    beats = done["beats"]
+    last_frames = {a["job_id"]: a["key"] for a in done["artifacts"] if a["kind"] == "last_frame"}
+    clip_jobs = [b["jobs"][-1] for b in beats]
+    assert set(last_frames) == {j["job_id"] for j in clip_jobs}
+    specs = [_payload(runtime, j["job_id"])["spec"] for j in clip_jobs]
+    # Beat 2 is in beat 1's scene: it starts from beat 1's last frame, once it exists.
+    assert specs[1]["conditioning_key"] == last_frames[clip_jobs[0]["job_id"]]
+    assert specs[1]["options"]["continuity_from"] == 0
+    assert clip_jobs[1]["queued_at"] >= clip_jobs[0]["finished_at"]
+    # Beat 3 opens a new scene: from its own keyframe (beat 1 too, the first of its scene).
+    assert specs[2]["conditioning_key"] == beats[2]["keyframe"]
+    assert specs[0]["conditioning_key"] == beats[0]["keyframe"]
+    assert "continuity_from" not in specs[2]["options"]
+
+
+def test_a_low_score_is_rerolled_then_flagged(runtime, background, tmp_path) -> None:
+    runtime.settings = runtime.settings.with_overrides(consistency_min=0.999, max_rerolls=2)
+    cast = load_cast(write_cast(tmp_path))
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, fps=8, seed=5
+    )["id"]
+    background.engine(runtime)
+    background.worker(runtime)
+    done = _state(runtime, ep, "completed")
+    for i in (0, 2):  # beats with references: scored, below the minimum
+        beat = done["beats"][i]
+        stages = [j["model_info"].get("stage", "clip") for j in beat["jobs"]]
+        assert stages == ["keyframe", "keyframe", "keyframe", "clip"]
+        assert beat["rerolls"] == 2 and beat["flagged"] and beat["score"] < 0.999
+        seeds = [j["model_info"]["seed"] for j in beat["jobs"][:3]]
+        assert len(set(seeds)) == 3  # every re-roll draws from a new seed
+        reasons = [h["reason"] for h in done["history"] if h["id"] == beat["id"]]
+        assert sum("below CONSISTENCY_MIN" in r for r in reasons) == 2
+    assert done["beats"][1]["rerolls"] == 0 and not done["beats"][1]["flagged"]

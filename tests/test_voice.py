@@ -177,3 +177,119 @@ def test_neural_voice_from_a_local_vits_model(tiny_vits: Path) -> None:
     during = a.samples[int(cue.start_s * SAMPLE_RATE) : int(cue.end_s * SAMPLE_RATE)]
     assert _rms(during) > 0.01
     assert np.array_equal(a.samples, b.samples)  # seeded: the same line sounds the same
+
+
+def test_music_bed_is_ducked_under_dialogue(tmp_path: Path) -> None:
+    """A bed (220 Hz) under a beat whose 'speech' is a 1 kHz tone during its cue: the bed
+    is at least 10 dB quieter while the line plays than between lines."""
+    import wave
+
+    from storyworld.audio import decode_audio
+    from storyworld.media import encode_frames
+    from storyworld.soundtrack import BeatClip, SoundBeds, add_clip_sound, compose_episode
+    from storyworld.subtitles import Cue
+
+    fps, frames = 12, 48  # 4 s
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    speech = np.where((t >= 1.5) & (t < 2.5), 0.1 * np.sin(2 * np.pi * 1000 * t), 0.0)
+    silent, clip = tmp_path / "picture.mp4", tmp_path / "clip.mp4"
+    encode_frames([np.zeros((36, 64, 3), np.uint8)] * frames, silent, fps=fps, width=64, height=36)
+    cue = Cue(1.5, 2.5, "MARA", "Hello.")
+    add_clip_sound(silent, clip, speech.astype(np.float32), [cue], frames, fps)
+    bed = tmp_path / "bed.wav"
+    tb = np.arange(2 * 22050) / 22050
+    with wave.open(str(bed), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes((0.4 * np.sin(2 * np.pi * 220 * tb) * 32767).astype("<i2").tobytes())
+    out = tmp_path / "episode.mp4"
+    mix = compose_episode(
+        [BeatClip(clip, frames, [cue])],
+        out,
+        fps=fps,
+        width=64,
+        height=36,
+        beds=SoundBeds(music={0: bed}),
+    )
+    assert mix.samples == 4 * SAMPLE_RATE and mix.frames == frames
+    sound = np.concatenate(list(decode_audio(out)), axis=1).mean(axis=0)
+
+    def band(a: float, b: float, f: float) -> float:
+        x = sound[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+        return float(np.sum(spectrum[(freqs > f - 20) & (freqs < f + 20)] ** 2))
+
+    ducked = 10 * np.log10(band(0.3, 1.1, 220) / band(1.7, 2.3, 220))
+    assert ducked >= 10, ducked
+    assert band(1.7, 2.3, 1000) > 100 * band(0.3, 1.1, 1000)  # the line plays in its cue
+
+
+def test_burn_subtitles_draws_them_instead_of_a_track(tmp_path: Path) -> None:
+    import av
+
+    from storyworld.media import encode_frames, read_frames
+    from storyworld.soundtrack import BeatClip, add_clip_sound, compose_episode
+    from storyworld.subtitles import Cue
+
+    fps, frames = 12, 24
+    silent, clip = tmp_path / "picture.mp4", tmp_path / "clip.mp4"
+    encode_frames(
+        [np.full((72, 128, 3), 90, np.uint8)] * frames, silent, fps=fps, width=128, height=72
+    )
+    cue = Cue(1.0, 1.9, "MARA", "Hello there.")
+    add_clip_sound(silent, clip, None, [cue], frames, fps)
+    tracked, burnt = tmp_path / "tracked.mp4", tmp_path / "burnt.mp4"
+    beats = [BeatClip(clip, frames, [cue])]
+    compose_episode(beats, tracked, fps=fps, width=128, height=72)
+    compose_episode(beats, burnt, fps=fps, width=128, height=72, burn_subtitles=True)
+    with av.open(str(tracked)) as a, av.open(str(burnt)) as b:
+        assert len(a.streams.subtitles) == 1 and len(b.streams.subtitles) == 0
+    plain = list(read_frames(tracked))
+    drawn = list(read_frames(burnt))
+    bottom = slice(50, 72)
+    assert np.abs(plain[6][bottom].astype(int) - drawn[6][bottom]).max() < 12  # before the cue
+    assert np.abs(plain[17][bottom].astype(int) - drawn[17][bottom]).mean() > 10  # during it
+
+
+def test_engine_gives_each_line_its_cast_voice_and_refuses_bad_sound(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from storyworld.config import ConfigError
+    from storyworld.engine.planner import plan_script
+    from storyworld.engine.sound import check_sound, dialogue_fields, sound_options
+
+    cast = {
+        "path": str(tmp_path / "x.cast.toml"),
+        "style": {"music": "theme.ogg"},
+        "characters": [
+            {"name": "Mara", "description": "keeper, yellow oilskin", "voice": "alto, weathered"}
+        ],
+        "scenes": {"INT. DINER - DAY": {"music": "diner.wav"}},
+    }
+    options = {"film": {"cast": cast}}
+    beat = SimpleNamespace(
+        captions=["MARA (V.O.): Keep it burning.", "TOM: I will."], text="Mara and Tom."
+    )
+    fields = dialogue_fields(options, beat, ["MARA", "TOM"])  # type: ignore[arg-type]
+    assert [(d.speaker, d.extension, d.voice) for d in fields["dialogue"]] == [
+        ("MARA", "V.O.", "alto, weathered"),
+        ("TOM", "", ""),
+    ]
+    assert fields["characters"] == ["MARA", "TOM"]
+    assert fields["character_notes"] == {"MARA": "keeper, yellow oilskin"}
+    sound = sound_options(cast_path=cast["path"], cast_json=cast)
+    assert sound["music"] == str(tmp_path / "theme.ogg")  # relative to the cast file
+    assert sound["scenes"] == {"INT. DINER - DAY": str(tmp_path / "diner.wav")}
+    plan = plan_script("INT. DINER - DAY\n\nMara waits.\n")
+    import pytest as _pytest
+
+    with _pytest.raises(ConfigError, match=r"theme\.ogg does not exist"):
+        check_sound(plan, {**options, "sound": sound})
+    (tmp_path / "theme.ogg").write_bytes(b"not a sound file at all")
+    with _pytest.raises(ConfigError, match=r"cannot be decoded.*WAV, FLAC"):
+        check_sound(plan, {**options, "sound": {"music": str(tmp_path / "theme.ogg")}})
+    bad = {"film": {"cast": {**cast, "characters": [{"name": "Tom", "voice": "gruff"}]}}}
+    with _pytest.raises(ConfigError, match=r"cast: voice 'gruff' of TOM"):
+        check_sound(plan, bad)

@@ -149,29 +149,7 @@ def _contradictions(s: Settings, values: dict[str, str]) -> list[Check]:
                 fix=f"use one of {', '.join(KNOWN_BACKENDS)}",
             )
         )
-    for pair in filter(None, (p.strip() for p in s.fallback_backends.split(","))):
-        src, sep, dst = (x.strip() for x in pair.partition("="))
-        if not sep or src not in KNOWN_BACKENDS or dst not in KNOWN_BACKENDS:
-            out.append(
-                Check(
-                    "settings.fallback_backends",
-                    Status.FAIL,
-                    f"FALLBACK_BACKENDS entry {pair!r} is not BACKEND=BACKEND of known backends",
-                    fix="write e.g. FALLBACK_BACKENDS=veo=svd "
-                    f"(backends: {', '.join(KNOWN_BACKENDS)})",
-                )
-            )
-        elif dst == s.default_backend or src == dst:
-            out.append(
-                Check(
-                    "settings.fallback_backends",
-                    Status.WARN,
-                    f"FALLBACK_BACKENDS {pair!r} falls back to {dst}, the default backend"
-                    if src != dst
-                    else f"FALLBACK_BACKENDS {pair!r} falls back to itself",
-                    fix="name a different backend to fall back to, or remove the entry",
-                )
-            )
+    out += _fallbacks(s)
     if s.job_queue == s.result_queue:
         out.append(
             Check(
@@ -184,6 +162,63 @@ def _contradictions(s: Settings, values: dict[str, str]) -> list[Check]:
         )
     if not out:
         out.append(Check("settings.consistent", Status.OK, "no contradictory settings"))
+    return out
+
+
+def _fallbacks(s: Settings) -> list[Check]:
+    """FALLBACK_BACKENDS is pairs FROM=TO. Falling back *to* the default is fine (the
+    example in .env.example does); a bare name, a backend falling back to itself, or a
+    cycle is not."""
+    out = []
+    pairs: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in s.fallback_backends.split(","))):
+        src, sep, dst = (x.strip() for x in pair.partition("="))
+        if not sep and src in KNOWN_BACKENDS:
+            out.append(
+                Check(
+                    "settings.fallback_backends",
+                    Status.FAIL,
+                    f"FALLBACK_BACKENDS names {src!r} alone"
+                    + (" (the default backend)" if src == s.default_backend else "")
+                    + ": it takes pairs FROM=TO",
+                    fix=f"write FALLBACK_BACKENDS=svd={src} to make {src} the fallback of svd",
+                )
+            )
+        elif not sep or src not in KNOWN_BACKENDS or dst not in KNOWN_BACKENDS:
+            out.append(
+                Check(
+                    "settings.fallback_backends",
+                    Status.FAIL,
+                    f"FALLBACK_BACKENDS entry {pair!r} is not FROM=TO of known backends",
+                    fix="write e.g. FALLBACK_BACKENDS=svd=animatediff,animatediff=animatic "
+                    f"(backends: {', '.join(KNOWN_BACKENDS)})",
+                )
+            )
+        elif src == dst:
+            out.append(
+                Check(
+                    "settings.fallback_backends",
+                    Status.WARN,
+                    f"FALLBACK_BACKENDS {pair!r} falls back to itself",
+                    fix="name a different backend to fall back to, or remove the entry",
+                )
+            )
+        else:
+            pairs[src] = dst
+    for start in pairs:
+        seen, b = [start], pairs[start]
+        while b in pairs and b not in seen:
+            seen.append(b)
+            b = pairs[b]
+        if b == start and start == min(seen):
+            out.append(
+                Check(
+                    "settings.fallback_backends",
+                    Status.WARN,
+                    f"FALLBACK_BACKENDS goes round in a circle: {' -> '.join([*seen, start])}",
+                    fix="end the chain at a backend without a fallback (animatic, say)",
+                )
+            )
     return out
 
 

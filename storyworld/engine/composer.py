@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storyworld.engine import sound
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -29,7 +30,7 @@ from storyworld.engine.models import (
     transition,
 )
 from storyworld.engine.retry import RetryPolicy
-from storyworld.storage import ArtifactStore, StorageError, episode_key
+from storyworld.storage import ArtifactStore, StorageError, episode_key, subtitles_key
 
 __all__ = ["Composer", "is_transient"]
 
@@ -143,30 +144,53 @@ class Composer:
                 ep.fail(s, f"compose failed: {e}")
 
     def compose(self, episode_id: str) -> str:
-        """Concatenate the beats' clips into the episode and store it. Returns its key."""
+        """Mix and concatenate the beats' clips into the episode (H.264 + AAC at -16 LUFS,
+        a mov_text subtitle track) and store it with its .vtt and .srt. Returns its key.
+        Clips are read one at a time; nothing holds the whole episode in memory."""
+        from storyworld.soundtrack import BeatClip, SoundBeds, compose_episode
+        from storyworld.subtitles import to_srt, to_vtt
+
         with self.sessions() as s:
             ep = s.get(Episode, episode_id)
             if ep is None:
                 raise ValueError(f"no episode {episode_id}")
-            clips = [(b.clip_key, b.duration_s) for b in ep.beats]
+            clips = [(b.clip_key, b.duration_s, sound.beat_cues(s, b)) for b in ep.beats]
             fps, width, height = ep.fps, ep.width, ep.height
-        if any(k is None for k, _ in clips):
+            music, ambience, burn = sound.episode_beds(ep)
+        if any(k is None for k, _, _ in clips):
             raise StorageError("a beat has no stored clip")
         with tempfile.TemporaryDirectory(prefix="storyworld-compose-") as tmp:
-            paths = []
-            for i, (key, _) in enumerate(clips):
-                dest = Path(tmp) / f"{i:03d}.mp4"
+            beats = []
+            for i, (key, duration, cues) in enumerate(clips):
+                dest = Path(tmp) / f"{i:04d}.mp4"
                 self.store.get_file(key, dest)  # type: ignore[arg-type]
-                paths.append(dest)
-            from storyworld.media import concat_videos  # video libraries: only when composing
-
+                beats.append(BeatClip(dest, max(1, round(duration * fps)), cues))
             out = Path(tmp) / "episode.mp4"
-            expected = [max(1, round(d * fps)) for _, d in clips]
-            concat_videos(paths, out, fps=fps, width=width, height=height, expected_frames=expected)
+            mix = compose_episode(
+                beats,
+                out,
+                fps=fps,
+                width=width,
+                height=height,
+                beds=SoundBeds(music=music, ambience=ambience),
+                burn_subtitles=burn,
+            )
+            log.info(
+                "episode %s mixed: %.1f LUFS, true peak %.1f dBTP, %d cue(s)",
+                episode_id,
+                mix.lufs,
+                mix.true_peak_dbtp,
+                len(mix.cues),
+            )
             key = episode_key(episode_id)
             stored = self.store.put_file(
                 key, out, content_type="video/mp4", metadata={"episode": episode_id}
             )
+            subtitles = []
+            for fmt, text in (("vtt", to_vtt(mix.cues)), ("srt", to_srt(mix.cues))):
+                path = Path(tmp) / f"episode.{fmt}"
+                path.write_text(text, encoding="utf-8")
+                subtitles.append(self.store.put_file(subtitles_key(episode_id, fmt), path))
         with self.sessions.begin() as s:
             ep = s.get(Episode, episode_id)
             assert ep is not None
@@ -184,6 +208,22 @@ class Composer:
                 )
             else:
                 existing.size, existing.sha256 = stored.size, stored.sha256
+            for sub in subtitles:
+                row = s.scalar(select(Artifact).where(Artifact.key == sub.key))
+                if row is None:
+                    s.add(
+                        Artifact(
+                            episode_id=episode_id,
+                            kind="subtitles",
+                            key=sub.key,
+                            size=sub.size,
+                            sha256=sub.sha256,
+                            content_type=sub.content_type,
+                        )
+                    )
+                else:
+                    row.size, row.sha256 = sub.size, sub.sha256
+            ep.options = {**(ep.options or {}), "mix": mix.to_json(fps)}
             s.add(
                 Upload(
                     key=key,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storyworld.config import Settings
-from storyworld.engine import film
+from storyworld.engine import film, sound
 from storyworld.engine.models import (
     Beat,
     BeatState,
@@ -26,7 +26,14 @@ from storyworld.engine.models import (
     transition,
 )
 from storyworld.engine.outcomes import OPEN_JOB_STATES
-from storyworld.protocol import Job, ProtocolError, RenderSpec, limits, parse_job
+from storyworld.protocol import (
+    Job,
+    KeyframeJob,
+    ProtocolError,
+    RenderSpec,
+    limits,
+    parse_job,
+)
 from storyworld.queue import JobQueue
 
 __all__ = ["ACTIVE_EPISODES", "Dispatcher", "LeaseLost", "build_job", "job_id_for"]
@@ -50,6 +57,8 @@ def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
     """The clip job for one attempt at `beat`. Raises pydantic's ValidationError or
     `ProtocolError` for a beat whose fields exceed the protocol's limits."""
     opts = dict(episode.options or {})
+    spoken = sound.dialogue_fields(opts, beat, sound.speakers_of(episode))
+    opts.pop(sound.SOUND, None)
     staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
     seed = None if episode.seed is None else (episode.seed + beat.index) % (limits.MAX_SEED + 1)
     spec = RenderSpec(
@@ -67,10 +76,12 @@ def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
         negative_prompt=opts.pop("negative_prompt", ""),
         conditioning_key=(opts.pop("conditioning", {}) or {}).get(str(beat.index)),
         options=opts,
+        **spoken,
     )
     if staged is not None:
         spec = film.staged_spec(spec, staged)
-    return Job(
+    kind = KeyframeJob if staged is not None and staged["kind"] == "keyframe" else Job
+    return kind(
         job_id=job_id_for(episode.id, beat.index, attempt),
         episode_id=episode.id,
         beat_id=beat.id,

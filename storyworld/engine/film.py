@@ -109,7 +109,9 @@ def plan_film(
     if clip is None:
         raise ConfigError(f"unknown backend {backend!r}")
     keyframe_backend = "animatic" if backend == "animatic" else "keyframe"
+    continuity = style.continuity if style else "none"
     beats: dict[str, Any] = {}
+    previous = None
     for b in plan.beats:
         speakers = [d.speaker for d in getattr(b, "dialogue", [])]
         if cast is not None:
@@ -149,6 +151,11 @@ def plan_film(
             "keyframes": wants,
             "candidates": k if wants else 1,
             "index": b.index,
+            # A line's voice is part of what its beat sounds like: a new voice re-renders.
+            "voices": {
+                sp: (cast.character(sp).voice if cast and cast.character(sp) else "")
+                for sp in dict.fromkeys(speakers)
+            },
         }
         beats[str(b.index)] = {
             "characters": names,
@@ -165,13 +172,22 @@ def plan_film(
             "flagged": False,
             "hash": beat_hash(inputs),
             "reused_from": None,
+            # continuity = "scene": the clip starts from the previous beat's last frame.
+            "continuity_from": previous.index
+            if continuity == "scene"
+            and previous is not None
+            and b.scene
+            and b.scene == previous.scene
+            else None,
+            "last_frame": None,
         }
+        previous = b
     return {
         "keyframes": keyframes,
         "keyframe_backend": keyframe_backend,
         "candidates": k,
         "approve": approve,
-        "continuity": style.continuity if style else "none",
+        "continuity": continuity,
         "cast": cast.to_json() if cast else None,
         "revision": 1,
         "revision_of": None,
@@ -195,21 +211,79 @@ def keyframe_fields(film: dict[str, Any], info: dict[str, Any], seed: int | None
     }
 
 
-def clip_fields(backend: str, info: dict[str, Any]) -> dict[str, Any]:
+def clip_fields(
+    backend: str, info: dict[str, Any], film: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Options and conditioning of a beat's clip job: from the approved keyframe where
-    the backend animates images; text-to-video backends get the keyframe's prompt."""
+    the backend animates images; text-to-video backends get the keyframe's prompt. With
+    `continuity = "scene"` the clip starts from the previous beat's last frame and, where
+    the backend has first-and-last frame, ends on this beat's keyframe."""
     capability = CAPABILITIES.get(backend)
     keyframe = info.get("keyframe")
-    use_image = bool(keyframe) and capability is not None and capability.i2v
+    i2v = capability is not None and capability.i2v
+    first = keyframe if keyframe and i2v else None
+    extra: dict[str, Any] = {}
+    previous = _previous(film, info)
+    if previous is not None and previous.get("last_frame") and i2v:
+        first = previous["last_frame"]
+        extra["continuity_from"] = info["continuity_from"]
+        if keyframe and capability is not None and capability.first_last_frame:
+            extra["last_frame_key"] = keyframe
+    if film is not None and film.get("continuity") == "scene":
+        extra["continuity"] = "scene"  # the worker stores this clip's last frame
     return {
-        "conditioning_key": keyframe if use_image else None,
+        "conditioning_key": first,
         "options": {
             "stage": "clip",
             "prompt": info["prompt"],
             "reference_keys": list(info.get("reference_keys", [])),
             **({"keyframe_key": keyframe} if keyframe else {}),
+            **extra,
         },
     }
+
+
+def _previous(film: dict[str, Any] | None, info: dict[str, Any]) -> dict[str, Any] | None:
+    index = info.get("continuity_from")
+    if film is None or index is None:
+        return None
+    return beat_info(film, int(index))
+
+
+def _waits_for_previous(film: dict[str, Any], info: dict[str, Any]) -> bool:
+    previous = _previous(film, info)
+    return previous is not None and not previous.get("last_frame")
+
+
+def initial_hold(film: dict[str, Any] | None, index: int) -> float:
+    """`not_before` of a new beat: held (NEVER) when its clip must wait for the previous
+    beat's last frame and no keyframe stage comes first."""
+    info = beat_info(film, index) if film else None
+    if info is None or info.get("stage") != "clip":
+        return 0.0
+    return NEVER if _waits_for_previous(film, info) else 0.0  # type: ignore[arg-type]
+
+
+def clip_done(s: Session, beat: Beat, episode: Episode, result: Result) -> None:
+    """A clip arrived: keep its last frame and let the next beat of the scene go."""
+    film = copy.deepcopy(film_of(episode.options) or {})
+    info = beat_info(film, beat.index)
+    if info is None:
+        return
+    info["last_frame"] = next((a.key for a in result.artifacts if a.kind == "last_frame"), None)
+    info["stage"] = "done"
+    for other in episode.beats:
+        nxt = beat_info(film, other.index)
+        if (
+            nxt is not None
+            and nxt.get("continuity_from") == beat.index
+            and nxt.get("stage") == "clip"
+            and other.state == BeatState.PENDING
+            and other.not_before >= NEVER
+        ):
+            other.not_before = 0.0
+            note(s, other, f"beat {beat.index + 1}'s last frame is ready; clip next")
+    save(episode, film)
 
 
 # ---------------------------------------------------------------- the engine's side
@@ -233,26 +307,31 @@ def stage_fields(film: dict[str, Any] | None, beat: Beat, seed: int | None) -> d
     negative = (cast.get("style") or {}).get("negative", "")
     text = info.get("text") or beat.text
     characters = list(info.get("characters", []))
+    notes = {n: d for n, d in zip(characters, info.get("descriptions", []), strict=False) if d}
     if info.get("stage") == "keyframe":
         fields = keyframe_fields(film, info, base)
         return {
+            "kind": "keyframe",
             "backend": fields["backend"],
             "spec": {
                 "seed": fields["seed"],
                 "text": text,
                 "negative": negative,
                 "characters": characters,
+                "character_notes": notes,
             },
             "options": fields["options"],
         }
-    fields = clip_fields(beat.backend, info)
+    fields = clip_fields(beat.backend, info, film)
     return {
+        "kind": "clip",
         "backend": beat.backend,
         "spec": {
             "seed": base,
             "text": text,
             "negative": negative,
             "characters": characters,
+            "character_notes": notes,
             "conditioning_key": fields["conditioning_key"],
         },
         "options": fields["options"],
@@ -277,7 +356,8 @@ def is_keyframe_job(payload: str) -> bool:
     """True for a job that drew a beat's keyframe (its result moves the beat on to
     approval or to its clip, instead of finishing it)."""
     try:
-        return json.loads(payload)["spec"]["options"].get("stage") == "keyframe"
+        data = json.loads(payload)
+        return data.get("kind") == "keyframe" or data["spec"]["options"].get("stage") == "keyframe"
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -319,8 +399,10 @@ def keyframe_done(
         scored = f" (score {score:.3f})" if isinstance(score, (int, float)) else ""
         if info.get("approved"):
             info["stage"] = "clip"
-            beat.not_before = 0.0
-            transition(s, beat, BeatState.PENDING, f"keyframe drawn{scored}; clip next")
+            wait = _waits_for_previous(film, info)
+            beat.not_before = NEVER if wait else 0.0
+            after = f"clip after beat {info['continuity_from'] + 1}'s" if wait else "clip next"
+            transition(s, beat, BeatState.PENDING, f"keyframe drawn{scored}; {after}")
         else:
             info["stage"] = "approval"
             beat.not_before = NEVER
@@ -355,7 +437,7 @@ def approve(s: Session, episode: Episode, index: int | None) -> list[int]:
         info["approved"] = True
         if info.get("stage") == "approval":
             info["stage"] = "clip"
-            beat.not_before = 0.0
+            beat.not_before = NEVER if _waits_for_previous(film, info) else 0.0
             note(s, beat, "keyframe approved")
     save(episode, film)
     stages = [info.get("stage") for info in film.get("beats", {}).values()]
@@ -511,6 +593,7 @@ def reuse_from_revision(
             reused_from=source,
             keyframe=old_info.get("keyframe"),
             score=old_info.get("score"),
+            last_frame=old_info.get("last_frame"),
             approved=True,
         )
         reused[int(index)] = {"clip_key": beat.clip_key, "job_id": source}

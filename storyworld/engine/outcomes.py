@@ -18,7 +18,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from storyworld.config import Settings
-from storyworld.engine import film
+from storyworld.engine import film, sound
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -226,7 +226,9 @@ class Outcomes:
             return
         beat.clip_key = next((a.key for a in result.artifacts if a.kind == "clip"), None)
         beat.error = None
+        sound.record_speech(s, beat, result)
         transition(s, beat, BeatState.DONE, f"attempt {job.attempt} rendered by {result.worker_id}")
+        film.clip_done(s, beat, episode, result)
         if episode.state in (EpisodeState.FAILED, EpisodeState.COMPLETED):
             transition(
                 s,

@@ -29,6 +29,7 @@ __all__ = [
     "JOB_KINDS",
     "Job",
     "JobBase",
+    "KeyframeJob",
     "RenderSpec",
     "SpokenLine",
     "job_id_of",
@@ -144,6 +145,16 @@ class Job(JobBase):
     """Render one beat's clip (the seed's only job: `type: render`)."""
 
     kind: Literal["clip"] = "clip"
+    spec: RenderSpec
+
+
+@job_kind
+class KeyframeJob(JobBase):
+    """Draw one beat's keyframe (the film pipeline's first stage; `options.candidates`
+    stills from consecutive seeds, the one closest to `options.reference_keys` kept).
+    The worker stores the keyframe and its settings, no clip."""
+
+    kind: Literal["keyframe"] = "keyframe"
     spec: RenderSpec
 
 

@@ -40,7 +40,9 @@ Key = Annotated[str, Field(max_length=L.MAX_KEY_CHARS)]
 class ArtifactRef(Message):
     """An object a worker stored: where it is and what it is."""
 
-    kind: Literal["clip", "keyframe", "episode", "settings", "audio", "subtitles"]
+    kind: Literal[
+        "clip", "keyframe", "episode", "settings", "audio", "subtitles", "last_frame", "reference"
+    ]
     key: Key
     size: int = Field(ge=0)
     sha256: str = Field(max_length=64)

@@ -18,7 +18,7 @@ from typing import Any
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue.keys import VRAM_CLASSES, Keys
 
-__all__ = ["BackendLoad", "FleetStats", "fleet_stats", "vram_class_of"]
+__all__ = ["BackendLoad", "FleetStats", "fleet_stats", "vram_class_of", "wake_lengths"]
 
 # KEYS: the wake lists. Returns their lengths, in order.
 _LLEN_MANY = """
@@ -100,6 +100,14 @@ def _worker_vram(gpu_field: str) -> float:
         return 0.0
 
 
+def wake_lengths(redis_client: Any, keys: Keys, suffixes: list[str]) -> list[int]:
+    """`LLEN` of the wake lists `suffixes` (`svd`, `svd@24`), in one command."""
+    if not suffixes:
+        return []
+    reply = redis_client.eval(_LLEN_MANY, len(suffixes), *(keys.wake(s) for s in suffixes))
+    return [int(n) for n in reply]
+
+
 def fleet_stats(redis_client: Any, keys: Keys, backends: list[str] | None = None) -> FleetStats:
     """Count waiting jobs per wake list and live workers per backend and memory class.
 
@@ -122,7 +130,7 @@ def fleet_stats(redis_client: Any, keys: Keys, backends: list[str] | None = None
         live.append((names, vram_class_of(_worker_vram(values[1])), values[3] != ""))
     names = sorted(set(backends or KNOWN_BACKENDS) | {b for n, _, _ in live for b in n})
     suffixes = [s for b in names for s in [b, *(f"{b}@{c}" for c in VRAM_CLASSES)]]
-    lengths = r.eval(_LLEN_MANY, len(suffixes), *(keys.wake(s) for s in suffixes))
+    lengths = wake_lengths(r, keys, suffixes)
     out = FleetStats(workers=len(live))
     for b in names:
         out.by_backend[b] = BackendLoad()

@@ -70,6 +70,11 @@ def settings_key(episode_id: str, beat_index: int, attempt: int) -> str:
     return f"{_beat_dir(episode_id, beat_index, attempt)}/settings.json"
 
 
+def last_frame_key(episode_id: str, beat_index: int, attempt: int) -> str:
+    """A clip's last frame (PNG), where the next beat of the scene starts (continuity)."""
+    return f"{_beat_dir(episode_id, beat_index, attempt)}/last-frame.png"
+
+
 def audio_key(episode_id: str, beat_index: int, attempt: int) -> str:
     """A beat's speech (AAC in MP4), the same sound as the clip's own audio track."""
     return f"{_beat_dir(episode_id, beat_index, attempt)}/speech.m4a"

@@ -25,6 +25,8 @@ class EncodedClip:
     frames: int
     #: The beat's speech alone (AAC), when it has dialogue.
     audio: Path | None = None
+    #: The clip's last frame, for a job that asks for it (`options.continuity`).
+    last_frame: Path | None = None
 
 
 def encode_output(
@@ -33,6 +35,8 @@ def encode_output(
     from storyworld.soundtrack import add_clip_sound, write_sound
 
     spec = job.spec
+    if job.kind == "keyframe":
+        return _keyframe_only(job, out, workdir)
     n = spec.frame_count
     clip = workdir / "clip.mp4"
     silent = workdir / "picture.mp4"
@@ -70,7 +74,18 @@ def encode_output(
             sort_keys=True,
         )
     )
-    return EncodedClip(clip=clip, keyframe=keyframe, settings=settings, frames=written, audio=audio)
+    last_frame = None
+    if spec.options.get("continuity") == "scene":
+        last_frame = workdir / "last-frame.png"
+        _last_frame(clip).save(last_frame, format="PNG")
+    return EncodedClip(
+        clip=clip,
+        keyframe=keyframe,
+        settings=settings,
+        frames=written,
+        audio=audio,
+        last_frame=last_frame,
+    )
 
 
 def _middle_frame(clip: Path, count: int):  # type: ignore[no-untyped-def]
@@ -80,3 +95,40 @@ def _middle_frame(clip: Path, count: int):  # type: ignore[no-untyped-def]
         if i >= count // 2:
             return Image.fromarray(arr)
     raise ValueError("empty clip")
+
+
+def _keyframe_only(job: Job, out: RenderOutput, workdir: Path) -> EncodedClip:
+    """A keyframe job's files: keyframe.png and settings.json (its `clip` is never
+    uploaded)."""
+    image = out.keyframe or (out.frames[0] if out.frames else None)
+    if image is None:
+        raise ValueError("the backend returned no keyframe")
+    keyframe = workdir / "keyframe.png"
+    image.convert("RGB").save(keyframe, format="PNG")
+    settings = workdir / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "job_id": job.job_id,
+                "kind": job.kind,
+                "backend": job.backend,
+                "attempt": job.attempt,
+                "spec": json.loads(job.spec.model_dump_json()),
+                "model": out.model_info,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )
+    return EncodedClip(clip=workdir / "clip.mp4", keyframe=keyframe, settings=settings, frames=1)
+
+
+def _last_frame(clip: Path):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    last = None
+    for arr in read_frames(clip):
+        last = arr
+    if last is None:
+        raise ValueError("empty clip")
+    return Image.fromarray(last).convert("RGB")

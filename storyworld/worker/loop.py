@@ -53,6 +53,7 @@ from storyworld.storage import (
     audio_key,
     clip_key,
     keyframe_key,
+    last_frame_key,
     settings_key,
 )
 from storyworld.worker.backends.base import (
@@ -64,6 +65,7 @@ from storyworld.worker.backends.base import (
 )
 from storyworld.worker.encode import EncodedClip, encode_output
 from storyworld.worker.gpu import gpu_status, vram_gb
+from storyworld.worker.health import remove_health, write_health
 from storyworld.worker.voice import voice_stage
 
 __all__ = ["LogBuffer", "Worker"]
@@ -203,8 +205,16 @@ class Worker:
     def _send_heartbeat(self) -> None:
         with self._lock:
             ids = list(self.held)
-        reply = self.queue.heartbeat(self.id, self.heartbeat_fields(), ids, logs=self._take_logs())
+        fields = self.heartbeat_fields()
+        reply = self.queue.heartbeat(self.id, fields, ids, logs=self._take_logs())
         self._last_hb = time.monotonic()
+        if self.settings.worker_health_dir:
+            try:
+                write_health(self.settings.worker_health_dir, self.id, {
+                    "state": fields.get("state", ""), "job": fields.get("job", ""),
+                })  # fmt: skip
+            except OSError as e:  # the health file is for a probe; never stop work for it
+                log.warning("cannot write the health file: %s", e)
         with self._lock:
             for job_id in reply.lost:
                 h = self.held.get(job_id)
@@ -352,7 +362,8 @@ class Worker:
             backend = self.backends.get(job.backend)
             if backend is None:
                 raise PermanentRenderError(f"this worker has no {job.backend} backend")
-            job, speech = voice_stage(job)
+            # A keyframe job draws a still: no speech, no clip.
+            job, speech = voice_stage(job) if job.kind != "keyframe" else (job, None)
             ctx = RenderContext(
                 job=job,
                 workdir=workdir,
@@ -491,7 +502,7 @@ class Worker:
 
     def _upload_and_ack(self, held: HeldJob, encoded: EncodedClip, info: dict[str, Any]) -> None:
         job = held.job
-        files = [
+        files: list[tuple[str, str, Path]] = [
             ("clip", clip_key(job.episode_id, job.beat_index, job.attempt), encoded.clip),
             (
                 "keyframe",
@@ -504,6 +515,11 @@ class Worker:
                 encoded.settings,
             ),
         ]
+        if job.kind == "keyframe":
+            files = files[1:]
+        if encoded.last_frame is not None:
+            key = last_frame_key(job.episode_id, job.beat_index, job.attempt)
+            files.append(("last_frame", key, encoded.last_frame))
         if encoded.audio is not None:
             files.append(
                 ("audio", audio_key(job.episode_id, job.beat_index, job.attempt), encoded.audio)
@@ -612,4 +628,6 @@ class Worker:
             self.queue.forget_worker(self.id)
         except REDIS_ERRORS:
             pass
+        if self.settings.worker_health_dir:
+            remove_health(self.settings.worker_health_dir, self.id)
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
