@@ -148,6 +148,8 @@ class _Placed:
     cx: int
     top: int
     height: int
+    #: Which way the figure looks: -1 left, 1 right, 0 at the camera.
+    facing: int = 0
 
 
 def _layout(board: Board, w: int, h: int, horizon: int) -> list[_Placed]:
@@ -170,7 +172,8 @@ def _layout(board: Board, w: int, h: int, horizon: int) -> list[_Placed]:
         cx = w / 2 if n == 1 else w / 2 + (i / (n - 1) - 0.5) * spread * w
         if n == 1 and framing == "wide":
             cx = w * 0.3  # beside the place, not in front of it
-        out.append(_Placed(look, int(cx), int(top), int(height)))
+        facing = 0 if n == 1 else (1 if cx < w / 2 else -1)
+        out.append(_Placed(look, int(cx), int(top), int(height), facing))
     return out
 
 
@@ -200,6 +203,12 @@ def _figure(d: ImageDraw.ImageDraw, p: _Placed, speaking: bool, line_w: int) -> 
     else:  # coat: wide shoulders, narrowing
         shape = [(cx - half * 1.15, body_top), (cx + half * 1.15, body_top)]
         shape += [(cx + half * 0.8, body_bottom), (cx - half * 0.8, body_bottom)]
+    # A shadow on the ground under the feet says where the figure stands.
+    feet = top + H
+    d.ellipse(
+        [cx - half * 1.4, feet - H * 0.025, cx + half * 1.4, feet + H * 0.025],
+        fill=(0, 0, 0, 70),
+    )
     leg_w = max(2, int(H * 0.06))
     for dx in (-half * 0.45, half * 0.45):
         d.rectangle(
@@ -232,6 +241,17 @@ def _figure(d: ImageDraw.ImageDraw, p: _Placed, speaking: bool, line_w: int) -> 
         width=line_w,
     )
     hx, hy = head_c
+    # A face: eyes turned the way the figure looks, a mouth open while it speaks.
+    ex = p.facing * r * 0.18
+    eye = max(1, r // 7)
+    for side in (-0.38, 0.38):
+        x, y = hx + side * r + ex, hy - r * 0.05
+        d.ellipse([x - eye, y - eye, x + eye, y + eye], fill=ink)
+    mx, my = hx + ex, hy + r * 0.45
+    if speaking:
+        d.ellipse([mx - r * 0.2, my - r * 0.13, mx + r * 0.2, my + r * 0.13], fill=ink)
+    else:
+        d.line([(mx - r * 0.2, my), (mx + r * 0.2, my)], fill=ink, width=max(1, line_w // 2))
     if look.head == "hat":
         d.rectangle([hx - r * 1.3, hy - r * 0.75, hx + r * 1.3, hy - r * 0.55], fill=ink)
         d.rectangle([hx - r * 0.75, hy - r * 1.45, hx + r * 0.75, hy - r * 0.6], fill=ink)
@@ -321,7 +341,7 @@ def _panel(board: Board, w: int, h: int, speaker: str) -> Image.Image:
         _paste_icon(img, hero, w // 2, int(h * 0.82), int(h * 0.6))
         props = []
     _props(img, props, framing, horizon, bool(board.figures))
-    d = ImageDraw.Draw(img)
+    d = ImageDraw.Draw(img, "RGBA")
     placed = _layout(board, w, h, horizon)
     line_w = max(2, h // 140)
     for p in placed:
