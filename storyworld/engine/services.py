@@ -174,7 +174,7 @@ def create_episode(
                     text=b.text,
                     scene=b.scene,
                     captions=list(b.captions),
-                    duration_s=b.duration_s,
+                    duration_s=old.get("duration_s", b.duration_s) if old else b.duration_s,
                     backend=backend,
                     state=BeatState.DONE if old else BeatState.PENDING,
                     clip_key=old["clip_key"] if old else None,
