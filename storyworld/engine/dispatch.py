@@ -197,7 +197,8 @@ class Dispatcher:
         from storyworld.queue.fleet import fleet_stats
 
         served = {
-            name for name, load in fleet_stats(self.queue.r, self.queue.keys).by_backend.items()
+            name
+            for name, load in fleet_stats(self.queue.r, self.queue.keys).by_backend.items()
             if load.workers
         }
         unserved = [(j, b, p) for j, b, p in old if b not in served]

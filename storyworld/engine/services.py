@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from storyworld.engine import errors, film
+from storyworld.engine import errors, film, sound
 from storyworld.engine.cast import Cast
 from storyworld.engine.errors import Conflict, InvalidRequest, Unavailable
 from storyworld.engine.models import (
@@ -135,6 +135,13 @@ def create_episode(
             approve=approve,
             render_inputs=film.render_inputs(s, backend, (width, height), fps, steps, seed),
         )
+    # Voices and sound files are refused here too (the console and the API create
+    # episodes without the CLI), before anything is stored.
+    sound.check_sound(
+        plan,
+        {"film": {"cast": cast.to_json() if cast else None}, **(options or {})},
+        local_models=s.local_mode,
+    )
     title = (title or plan.title or "Untitled episode")[:300]
     with rt.sessions.begin() as session:
         reused: dict[int, dict[str, Any]] = {}
@@ -167,7 +174,7 @@ def create_episode(
                     text=b.text,
                     scene=b.scene,
                     captions=list(b.captions),
-                    duration_s=b.duration_s,
+                    duration_s=old.get("duration_s", b.duration_s) if old else b.duration_s,
                     backend=backend,
                     state=BeatState.DONE if old else BeatState.PENDING,
                     clip_key=old["clip_key"] if old else None,
