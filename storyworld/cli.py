@@ -22,6 +22,7 @@ from sqlalchemy import select
 from storyworld.config import ConfigError, Settings, load_settings, redact
 from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.errors import EngineError, exit_code
 from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
@@ -390,7 +391,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     else:
         print(
             f"created episode {detail['id']} ({detail['beats_total']} beats, "
-            f"{detail['backend']}): {detail['title']}"
+            f"{detail['backend']}): {detail['title']}; saved, the engine dispatches it"
         )
     return 0
 
@@ -520,6 +521,8 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
             )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
+    for u in st.get("unserved", []):
+        print(f"warning: {u['message']}")
     return 0
 
 
@@ -812,7 +815,10 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CastError, CliError, services.NotFound, DatabaseTooNew) as e:
+    except EngineError as e:  # the engine's vocabulary, mapped once (engine.errors)
+        print(f"storyworld: {redact(str(e))}", file=sys.stderr)
+        return exit_code(e)
+    except (ConfigError, ScriptError, CastError, CliError, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:

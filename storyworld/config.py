@@ -64,8 +64,12 @@ def mask_url(url: str | None) -> str:
     if parts.password is None and not parts.username:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: show what was written, masked
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2] or None
+    if port:
+        host = f"{host}:{port}"
     user = parts.username or ""
     netloc = f"{user}:****@{host}" if parts.password is not None else f"****@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -37,6 +37,7 @@ from storyworld import __version__
 from storyworld.config import ConfigError, redact
 from storyworld.engine import idempotency, metrics, services, webhooks
 from storyworld.engine.cast import CastError, load_cast
+from storyworld.engine.errors import EngineError, http_status
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, limits
@@ -460,9 +461,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
 
-    @app.exception_handler(services.NotFound)
-    async def not_found(_req: Request, exc: services.NotFound) -> JSONResponse:
-        return _error(404, str(exc))
+    @app.exception_handler(EngineError)
+    async def engine_error(_req: Request, exc: EngineError) -> JSONResponse:
+        return _error(http_status(exc), str(exc))  # the one mapping (engine.errors)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -613,17 +613,26 @@ class JobQueue:
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
+        count, _moved, refused = self.requeue_dead_letters(job_ids)
+        return count, refused
+
+    def requeue_dead_letters(
+        self, job_ids: list[str] | None = None
+    ) -> tuple[int, list[str], list[str]]:
+        """Like `requeue_dead`: (requeued, the job ids Redis actually moved — a letter
+        already dropped is not among them —, refused refs)."""
         k = self.keys
-        moved, _, refused = self._run(
+        reply = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.events],
             ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
         )
-        return int(moved), [_s(x) for x in refused]
+        moved_ids = [_s(x) for x in reply[3]] if len(reply) > 3 else []
+        return int(reply[0]), [m for m in moved_ids if m], [_s(x) for x in reply[2]]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
-        _, dropped, _ = self._run(
+        _, dropped, *_ = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.events],
             ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])],

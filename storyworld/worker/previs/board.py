@@ -386,6 +386,40 @@ def _header(img: Image.Image, board: Board) -> None:
     d.text((pad, bar + pad // 2), note, font=small, fill=(255, 255, 255, 235))
 
 
+def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float], w: int) -> None:
+    """A line from a to b with a head at b, white over a dark edge (reads on any frame)."""
+    ang = math.atan2(b[1] - a[1], b[0] - a[0])
+    size = w * 3.2
+    head = [
+        b,
+        (b[0] - size * math.cos(ang - 0.5), b[1] - size * math.sin(ang - 0.5)),
+        (b[0] - size * math.cos(ang + 0.5), b[1] - size * math.sin(ang + 0.5)),
+    ]
+    for colour, width in (((0, 0, 0, 150), w + 2), ((255, 255, 255, 220), w)):
+        d.line([a, b], fill=colour, width=width)
+        d.polygon(head, fill=colour)
+
+
+def _move_marks(img: Image.Image, shot: Shot) -> None:
+    """The camera move drawn on the board, as storyboard artists do: arrows from the
+    corners inward for a push in, outward for a pull back, across the top for a pan."""
+    if shot.move == "static":
+        return
+    w, h = img.size
+    d = ImageDraw.Draw(img, "RGBA")
+    lw = max(2, h // 80)
+    if shot.move in ("push_in", "pull_back"):
+        for sx, sy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            outer = (w * (0.025 + 0.95 * sx), h * (0.17 + 0.62 * sy))
+            inner = (w * (0.075 + 0.85 * sx), h * (0.25 + 0.46 * sy))
+            a, b = (outer, inner) if shot.move == "push_in" else (inner, outer)
+            _arrow(d, a, b, lw)
+        return
+    y = h * 0.19
+    left, right = (w * 0.38, y), (w * 0.62, y)
+    _arrow(d, right, left, lw) if shot.move == "pan_left" else _arrow(d, left, right, lw)
+
+
 def _subtitle(img: Image.Image, cue: Cue, colour: tuple[int, int, int] | None) -> None:
     w, h = img.size
     d = ImageDraw.Draw(img, "RGBA")
@@ -455,6 +489,7 @@ def render_frames(
             (width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + vw, y0 + vh)
         )
         _header(frame, board)
+        _move_marks(frame, board.shot)
         if cue is not None and subtitles:
             look = looks.get(speaker)
             _subtitle(frame, cue, look.colour if look else None)
