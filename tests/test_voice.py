@@ -293,3 +293,19 @@ def test_engine_gives_each_line_its_cast_voice_and_refuses_bad_sound(tmp_path: P
     bad = {"film": {"cast": {**cast, "characters": [{"name": "Tom", "voice": "gruff"}]}}}
     with _pytest.raises(ConfigError, match=r"cast: voice 'gruff' of TOM"):
         check_sound(plan, bad)
+
+
+def test_keyframe_stage_is_not_voiced() -> None:
+    spec = _spec([("MARA", "Hello.", "")], 1.0).model_copy(
+        update={"options": {"stage": "keyframe"}}
+    )
+    job = Job(
+        job_id="e-b000-a1",
+        episode_id="e",
+        beat_id="b",
+        beat_index=0,
+        attempt=1,
+        backend="animatic",
+        spec=spec,
+    )
+    assert voice_stage(job) == (job, None)

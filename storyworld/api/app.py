@@ -17,8 +17,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +33,7 @@ from starlette.routing import Match
 
 from storyworld import __version__
 from storyworld.config import ConfigError, redact
-from storyworld.engine import idempotency, services
+from storyworld.engine import idempotency, metrics, services, webhooks
 from storyworld.engine.cast import CastError, load_cast
 from storyworld.engine.errors import (
     DEPENDENCY_ERRORS,
@@ -376,6 +382,22 @@ def create_app(
         if problem:
             return _error(503, problem, ready=False, checks=checks)
         return JSONResponse({"ready": True, "checks": checks})
+
+    for client in (rt.clients.fast, rt.clients.blocking):
+        metrics.count_commands(client)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        dependencies=[Depends(authorize)],
+        response_model=None,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+            **_errors(401, 503),
+        },
+    )
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(rt), media_type=CONTENT_TYPE_LATEST)
 
     v1 = APIRouter(
         prefix="/v1", dependencies=[Depends(authorize)], responses=_errors(401, 422, 503)
@@ -729,6 +751,13 @@ def _queue_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
     def resume() -> dict[str, Any]:
         services.set_paused(rt, False)
         return {"paused": False}
+
+    @r.get("/webhooks/deliveries", tags=["queue"])
+    def webhook_deliveries(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest webhook deliveries (the endpoint's host only, never its URL)."""
+        return webhooks.deliveries(rt, limit)
 
     @r.get("/workers", tags=["queue"])
     def workers() -> list[dict[str, Any]]:
