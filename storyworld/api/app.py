@@ -15,28 +15,36 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-import redis
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from storyworld import __version__
 from storyworld.config import ConfigError, redact
-from storyworld.engine import idempotency, services
+from storyworld.engine import idempotency, metrics, services, webhooks
 from storyworld.engine.cast import CastError, load_cast
-from storyworld.engine.errors import EngineError, http_status
+from storyworld.engine.errors import (
+    DEPENDENCY_ERRORS,
+    EngineError,
+    Unavailable,
+    http_status,
+    translate,
+)
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, limits
-from storyworld.queue import describe_redis_error
-from storyworld.storage import LocalStore, StorageError
 
 __all__ = ["ApiError", "create_app"]
 
@@ -259,33 +267,24 @@ class _StoreCheck:
         with self.lock:
             if time.monotonic() - self.passed_at < STORE_CHECK_TTL_S:
                 return
-            self.rt.store.check()
+            services.check_storage(self.rt)
             self.passed_at = time.monotonic()
 
 
 def _readiness(rt: Runtime, store_check: _StoreCheck) -> tuple[dict[str, str], str | None]:
     checks: dict[str, str] = {}
     problem = None
-    try:
-        rt.clients.fast.ping()
-        checks["redis"] = "ok"
-    except redis.RedisError as e:
-        problem = describe_redis_error(e, "the configured REDIS_URL")
-        checks["redis"] = problem
-    try:
-        with rt.db.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except SQLAlchemyError as e:
-        first = (str(getattr(e, "orig", None) or "").splitlines() or [type(e).__name__])[0]
-        checks["database"] = redact(f"database unavailable: {first}")
-        problem = problem or checks["database"]
-    try:
-        store_check.run()
-        checks["storage"] = "ok"
-    except StorageError as e:
-        checks["storage"] = redact(f"storage: {e}")
-        problem = problem or checks["storage"]
+    for name, check in (
+        ("redis", lambda: services.check_redis(rt)),
+        ("database", lambda: services.check_database(rt)),
+        ("storage", store_check.run),
+    ):
+        try:
+            check()
+            checks[name] = "ok"
+        except Unavailable as e:
+            checks[name] = redact(str(e))
+            problem = problem or checks[name]
     return checks, problem
 
 
@@ -384,6 +383,22 @@ def create_app(
             return _error(503, problem, ready=False, checks=checks)
         return JSONResponse({"ready": True, "checks": checks})
 
+    for client in (rt.clients.fast, rt.clients.blocking):
+        metrics.count_commands(client)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        dependencies=[Depends(authorize)],
+        response_model=None,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+            **_errors(401, 503),
+        },
+    )
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(rt), media_type=CONTENT_TYPE_LATEST)
+
     v1 = APIRouter(
         prefix="/v1", dependencies=[Depends(authorize)], responses=_errors(401, 422, 503)
     )
@@ -460,13 +475,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         resp.headers.update(exc.headers or {})
         return resp
 
-    @app.exception_handler(redis.RedisError)
-    async def redis_error(_req: Request, exc: redis.RedisError) -> JSONResponse:
-        return _error(503, describe_redis_error(exc, "the configured REDIS_URL"))
+    async def dependency_error(_req: Request, exc: Exception) -> JSONResponse:
+        err = translate(exc)  # Redis and storage failures: the same vocabulary
+        return _error(http_status(err) if err else 500, str(err or "internal error"))
 
-    @app.exception_handler(StorageError)
-    async def storage_error(_req: Request, exc: StorageError) -> JSONResponse:
-        return _error(503 if exc.transient else 502, f"storage: {exc}")
+    for cls in DEPENDENCY_ERRORS:
+        app.add_exception_handler(cls, dependency_error)  # type: ignore[arg-type]
 
     @app.exception_handler(SQLAlchemyError)
     async def db_error(_req: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -627,13 +641,12 @@ def _artifact_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
 
 def _artifact_routes(r: APIRouter, rt: Runtime) -> None:
     def deliver(key: str, filename: str) -> Response:
-        if isinstance(rt.store, LocalStore):
-            stored = rt.store.head(key)
-            if stored is None:
-                raise ApiError(404, f"{key} is missing from the artifact folder")
+        local = services.artifact_file(rt, key)
+        if local is not None:
+            path, content_type = local
             return FileResponse(
-                rt.store.local_path(key),
-                media_type=stored.content_type,
+                path,
+                media_type=content_type,
                 filename=filename,
                 content_disposition_type="inline",
             )
@@ -739,6 +752,13 @@ def _queue_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
         services.set_paused(rt, False)
         return {"paused": False}
 
+    @r.get("/webhooks/deliveries", tags=["queue"])
+    def webhook_deliveries(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest webhook deliveries (the endpoint's host only, never its URL)."""
+        return webhooks.deliveries(rt, limit)
+
     @r.get("/workers", tags=["queue"])
     def workers() -> list[dict[str, Any]]:
-        return [_worker_row(w) for w in rt.queue.workers()]
+        return [_worker_row(w) for w in services.workers(rt)]

@@ -32,6 +32,7 @@ from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, WakeReason, limits
 from storyworld.queue import describe_redis_error
 from storyworld.queue.fleet import fleet_stats
+from storyworld.storage import LocalStore, StorageError
 
 __all__ = [
     "NotFound",
@@ -589,3 +590,81 @@ def _beat_index(ep: Episode, beat: int | None) -> int | None:
     if not 1 <= beat <= len(ep.beats):
         raise InvalidRequest(f"episode {ep.id} has beats 1 to {len(ep.beats)}, not {beat}")
     return beat - 1
+
+
+# --------------------------------------------------------------------------- for the faces
+# The CLI, the API and the console reach Redis and storage only through these.
+def check_storage(rt: Runtime) -> None:
+    """Raise `Unavailable` if the artifact store cannot be written."""
+    try:
+        rt.store.check()
+    except StorageError as e:
+        raise Unavailable(f"storage: {e}", permanent=not e.transient) from None
+
+
+def check_redis(rt: Runtime) -> None:
+    """Raise `Unavailable` (saying what is wrong) if Redis does not answer."""
+    try:
+        rt.clients.fast.ping()
+    except redis.RedisError as e:
+        raise Unavailable(describe_redis_error(e, rt.clients.url_for_display)) from None
+
+
+def check_database(rt: Runtime) -> None:
+    """Raise `Unavailable` if the database does not answer."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with rt.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        first = (str(getattr(e, "orig", None) or "").splitlines() or [type(e).__name__])[0]
+        raise Unavailable(f"database unavailable: {first}") from None
+
+
+def workers(rt: Runtime) -> list[dict[str, str]]:
+    """Heartbeats of known workers (state `gone` for expired ones)."""
+    return rt.queue.workers()
+
+
+def beat_progress(rt: Runtime, episode_id: str) -> dict[int, float]:
+    """Render progress (0..1) of the beats of `episode_id` that workers hold now; empty
+    while Redis is unreachable (progress is a nicety, never a failure)."""
+    out: dict[int, float] = {}
+    try:
+        rows = rt.queue.workers()
+    except redis.RedisError:
+        return out
+    for w in rows:
+        if w.get("episode") == episode_id and w.get("beat") and w.get("progress"):
+            try:
+                out[int(w["beat"])] = float(w["progress"])
+            except ValueError:
+                continue
+    return out
+
+
+def artifact_file(rt: Runtime, key: str) -> tuple[str, str] | None:
+    """(local path, content type) of an artifact in the local folder; None on S3 (use
+    `artifact_url`). Raises `NotFound` if the local file is missing."""
+    if not isinstance(rt.store, LocalStore):
+        return None
+    stored = rt.store.head(key)
+    if stored is None:
+        raise NotFound(f"{key} is missing from the artifact folder")
+    return str(rt.store.local_path(key)), stored.content_type
+
+
+def artifact_location(rt: Runtime, key: str) -> str:
+    """Where a person finds an artifact: its path in the local folder, else a URL."""
+    if isinstance(rt.store, LocalStore):
+        return str(rt.store.local_path(key))
+    return artifact_url(rt, key)
+
+
+def local_fleet(rt: Runtime, backends: list[str], count: int, **kw: Any) -> Any:
+    """Local worker processes for this deployment (not started)."""
+    from storyworld.localfleet import LocalFleet
+
+    return LocalFleet(rt.settings, rt.redis_url, rt.store, backends, count, **kw)

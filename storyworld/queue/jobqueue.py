@@ -43,6 +43,7 @@ from storyworld.protocol import (
     event_fields,
     job_id_of,
     parse_dead_letter,
+    parse_event_data,
     parse_job,
     parse_lease_holder,
     wake_message,
@@ -383,11 +384,8 @@ class JobQueue:
             p.lrange(k.results_processing, 0, -1)
             waiting, inflight, results, processing = p.execute()
         ids = {_s(x).partition("|")[0] for x in inflight}
-        for raw in [*waiting, *results, *processing]:
-            try:
-                ids.add(json.loads(raw)["job_id"])
-            except (ValueError, KeyError, TypeError):
-                continue
+        ids.update(job_id_of(_s(raw)) for raw in [*waiting, *results, *processing])
+        ids.discard("")
         return ids
 
     # ---------------------------------------------------------------- worker side
@@ -656,9 +654,6 @@ class JobQueue:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 f = {_s(a): _s(b) for a, b in fields.items()}
-                try:
-                    data = json.loads(f.get("data", "{}"))
-                except ValueError:
-                    data = {}
-                out.append((_s(entry_id), f.get("type", ""), data))
+                kind = f.get("type", "")
+                out.append((_s(entry_id), kind, parse_event_data(kind, f.get("data", "{}"))))
         return out
