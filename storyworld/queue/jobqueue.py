@@ -43,6 +43,7 @@ from storyworld.protocol import (
     event_fields,
     job_id_of,
     parse_dead_letter,
+    parse_event_data,
     parse_job,
     parse_lease_holder,
     wake_message,
@@ -383,11 +384,8 @@ class JobQueue:
             p.lrange(k.results_processing, 0, -1)
             waiting, inflight, results, processing = p.execute()
         ids = {_s(x).partition("|")[0] for x in inflight}
-        for raw in [*waiting, *results, *processing]:
-            try:
-                ids.add(json.loads(raw)["job_id"])
-            except (ValueError, KeyError, TypeError):
-                continue
+        ids.update(job_id_of(_s(raw)) for raw in [*waiting, *results, *processing])
+        ids.discard("")
         return ids
 
     # ---------------------------------------------------------------- worker side
@@ -613,17 +611,26 @@ class JobQueue:
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
+        count, _moved, refused = self.requeue_dead_letters(job_ids)
+        return count, refused
+
+    def requeue_dead_letters(
+        self, job_ids: list[str] | None = None
+    ) -> tuple[int, list[str], list[str]]:
+        """Like `requeue_dead`: (requeued, the job ids Redis actually moved — a letter
+        already dropped is not among them —, refused refs)."""
         k = self.keys
-        moved, _, refused = self._run(
+        reply = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.events],
             ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
         )
-        return int(moved), [_s(x) for x in refused]
+        moved_ids = [_s(x) for x in reply[3]] if len(reply) > 3 else []
+        return int(reply[0]), [m for m in moved_ids if m], [_s(x) for x in reply[2]]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
-        _, dropped, _ = self._run(
+        _, dropped, *_ = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.events],
             ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
@@ -647,9 +654,6 @@ class JobQueue:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 f = {_s(a): _s(b) for a, b in fields.items()}
-                try:
-                    data = json.loads(f.get("data", "{}"))
-                except ValueError:
-                    data = {}
-                out.append((_s(entry_id), f.get("type", ""), data))
+                kind = f.get("type", "")
+                out.append((_s(entry_id), kind, parse_event_data(kind, f.get("data", "{}"))))
         return out
