@@ -197,6 +197,11 @@ class Settings:
             out[f.name] = value
         return out
 
+    def describe_env(self) -> dict[str, Any]:
+        """`describe()` under the environment names users set (LEASE_SECONDS, not lease_s)."""
+        by_field = {name: env for env, name in _ENV.items()}
+        return {by_field.get(k, k): v for k, v in self.describe().items()}
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

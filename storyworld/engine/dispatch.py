@@ -58,7 +58,8 @@ def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
     `ProtocolError` for a beat whose fields exceed the protocol's limits."""
     opts = dict(episode.options or {})
     spoken = sound.dialogue_fields(opts, beat, sound.speakers_of(episode))
-    opts.pop(sound.SOUND, None)
+    if (opts.pop(sound.SOUND, None) or {}).get("burn_subtitles"):
+        opts["previs_subtitles"] = False  # the composer burns them in; not twice
     staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
     seed = None if episode.seed is None else (episode.seed + beat.index) % (limits.MAX_SEED + 1)
     spec = RenderSpec(
