@@ -64,8 +64,12 @@ def _boto3_client(endpoint: str, access: str, secret: str, r2_safe: bool) -> Any
         ),
     )
     return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="auto", aws_access_key_id=access,
-        aws_secret_access_key=secret, config=config,
+        "s3",
+        endpoint_url=endpoint,
+        region_name="auto",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=config,
     )
 
 
@@ -78,9 +82,13 @@ def run(args: argparse.Namespace, endpoint: str, access: str, secret: str) -> st
         safe.create_bucket(Bucket=bucket)
     stores = {
         f"store {chunk:g} MiB x {threads}" if len(args.variants) > 1 else "store": S3Store(
-            bucket, endpoint=endpoint, access_key=Secret(access),
-            secret_key=Secret(secret), path_style=True,
-            multipart_threshold_mb=args.threshold_mb, multipart_chunk_mb=chunk,
+            bucket,
+            endpoint=endpoint,
+            access_key=Secret(access),
+            secret_key=Secret(secret),
+            path_style=True,
+            multipart_threshold_mb=args.threshold_mb,
+            multipart_chunk_mb=chunk,
             max_concurrency=threads,
         )
         for chunk, threads in args.variants
@@ -115,8 +123,7 @@ def run(args: argparse.Namespace, endpoint: str, access: str, secret: str) -> st
                 upload(key)
                 times[name].append(time.perf_counter() - start)
                 safe.delete_object(Bucket=bucket, Key=key)
-                print(f"rep {rep + 1}/{args.reps} {name}: {times[name][-1]:.3f} s",
-                      file=sys.stderr)
+                print(f"rep {rep + 1}/{args.reps} {name}: {times[name][-1]:.3f} s", file=sys.stderr)
     return _table(times, size, args)
 
 
@@ -151,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threshold-mb", type=float, default=16)
     parser.add_argument(
-        "--variants", type=_variants, default=[(8.0, 10)],
+        "--variants",
+        type=_variants,
+        default=[(8.0, 10)],
         help="store settings to compare, PART_MiBxTHREADS,... (default: 8x10, the store's)",
     )
     parser.add_argument("--endpoint", help="use this S3 server instead of starting Ceph")

@@ -20,11 +20,13 @@ import redis
 from sqlalchemy import select
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
-from storyworld.engine import services
+from storyworld.engine import services, sound
+from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
-from storyworld.engine.orchestrator import Orchestrator
-from storyworld.engine.planner import ScriptError, plan_file
+from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
 from storyworld.queue import describe_redis_error
 from storyworld.storage import LocalStore, StorageError
@@ -71,6 +73,51 @@ def _episode_options(args: argparse.Namespace) -> dict[str, Any]:
         "fps": args.fps,
         "steps": args.steps,
         "seed": args.seed,
+    }
+
+
+def _film_args(args: argparse.Namespace, script: Path, plan: ScriptPlan) -> dict[str, Any]:
+    """The cast (given with --cast, else `<script>.cast.toml` beside the script) and the
+    keyframe options, for `services.create_episode`. Cast errors stop here, before
+    anything is queued; a character the script never names is a warning."""
+    path = Path(args.cast) if getattr(args, "cast", None) else find_cast(script)
+    cast: Cast | None = load_cast(path) if path is not None else None
+    if cast is not None:
+        for warning in cast.check_script(
+            [(b.text, [d.speaker for d in b.dialogue]) for b in plan.beats]
+        ):
+            print(f"storyworld: warning: {warning}", file=sys.stderr)
+    return {
+        "cast": cast,
+        "keyframes": getattr(args, "keyframes", None),
+        "candidates": getattr(args, "candidates", None),
+        "approve": bool(getattr(args, "approve", False)),
+    }
+
+
+def _sound_args(args: argparse.Namespace, film_args: dict[str, Any], plan: ScriptPlan) -> dict:
+    """The episode's music bed, ambience and subtitle burning; every voice of the cast and
+    every sound file is checked here, before anything is queued."""
+    cast = film_args.get("cast")
+    opts = sound.sound_options(
+        cast_path=str(cast.path) if cast is not None else None,
+        cast_json=cast.to_json() if cast is not None else None,
+        music=getattr(args, "music", None),
+        ambience=getattr(args, "ambience", None),
+        burn_subtitles=bool(getattr(args, "burn_subtitles", False)),
+    )
+    film = {"cast": cast.to_json()} if cast is not None else {}
+    sound.check_sound(plan, {"film": film, sound.SOUND: opts})
+    return opts
+
+
+def _film_key(film: dict[str, Any]) -> dict[str, Any]:
+    cast = film["cast"]
+    return {
+        "cast": cast.to_json() if cast else None,
+        "keyframes": film["keyframes"],
+        "candidates": film["candidates"],
+        "approve": film["approve"],
     }
 
 
@@ -153,12 +200,19 @@ def cmd_render(args: argparse.Namespace) -> int:
         script_path,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = script_path.read_text(encoding="utf-8-sig")
     backend = services.check_backend(args.backend or settings.default_backend)
     size = services.parse_size(args.size) if args.size else None
     opts = _episode_options(args)
     opts["backend"] = backend
+    film_args = _film_args(args, script_path, plan)
+    sound_opts = _sound_args(args, film_args, plan)
+    if any(v for k, v in _film_key(film_args).items()):
+        opts["film"] = _film_key(film_args)
+    if sound_opts:
+        opts[sound.SOUND] = sound_opts
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
@@ -167,8 +221,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     rt = open_runtime(settings, role="storyworld-render")
     fleet = None
     stop = threading.Event()
-    engine_thread = None
-    orch = None
+    engine: EngineHost | None = None
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
@@ -201,8 +254,9 @@ def cmd_render(args: argparse.Namespace) -> int:
                 fps=args.fps,
                 steps=args.steps,
                 seed=args.seed,
-                options={"script_key": key},
-                wake=False,
+                options={"script_key": key, sound.SOUND: sound_opts},
+                reuse=not args.new,
+                **film_args,
             )
             episode_id = detail["id"]
             print(
@@ -210,11 +264,13 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"{plan.total_seconds:g}s on {backend}",
                 file=sys.stderr,
             )
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-        engine_thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
-        engine_thread.start()
+        engine = EngineHost(rt).start()
         if workers:
-            fleet = LocalFleet(settings, rt.redis_url, rt.store, [backend], workers)
+            film_state = services.episode_detail(rt, episode_id).get("film") or {}
+            stages = [backend]
+            if film_state.get("keyframe_backend") not in (None, backend):
+                stages.append(film_state["keyframe_backend"])
+            fleet = LocalFleet(settings, rt.redis_url, rt.store, stages, workers)
             fleet.start()
         view = ProgressView()
         last_progress = 0.0
@@ -231,6 +287,14 @@ def cmd_render(args: argparse.Namespace) -> int:
             view.show(detail, progress)
             if detail["state"] == EpisodeState.COMPLETED:
                 print(_output_location(rt, detail["output_key"]))
+                return 0
+            if detail["state"] == EpisodeState.AWAITING_APPROVAL:
+                print(
+                    f"episode {episode_id} awaits approval of its keyframes: "
+                    f"storyworld episode approve {episode_id} (or episode reroll "
+                    f"{episode_id} --beat N), then run this command again",
+                    file=sys.stderr,
+                )
                 return 0
             if detail["state"] in (EpisodeState.FAILED, EpisodeState.CANCELLED):
                 print(
@@ -250,14 +314,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         stop.set()
         if fleet is not None:
             fleet.stop()
-        if orch is not None:
-            orch.stop()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
-                pass
-        if engine_thread is not None:
-            engine_thread.join(timeout=30)
+        if engine is not None:
+            engine.stop()
         rt.close()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -280,9 +338,12 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
         args.script,
         default_beat_s=settings.default_beat_seconds,
         max_beat_s=settings.max_beat_seconds,
+        max_beats=settings.max_beats,
     )
     text = Path(args.script).read_text(encoding="utf-8-sig")
     size = services.parse_size(args.size) if args.size else None
+    film_args = _film_args(args, Path(args.script), plan)
+    sound_opts = _sound_args(args, film_args, plan)
     with open_runtime(settings, role="storyworld-cli") as rt:
         detail = services.create_episode(
             rt,
@@ -294,6 +355,8 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
             fps=args.fps,
             steps=args.steps,
             seed=args.seed,
+            options={sound.SOUND: sound_opts} if sound_opts else None,
+            **film_args,
         )
     if args.json:
         _print_json(detail)
@@ -340,14 +403,48 @@ def cmd_episode_show(args: argparse.Namespace) -> int:
             f"  {b['index'] + 1:>3} {b['state']:<9} attempts {b['attempts']} "
             f"{b['duration_s']:g}s  {b['text'][:60]}"
         )
+        if b.get("characters") or b.get("keyframe"):
+            score = f"{b['score']:.3f}" if isinstance(b.get("score"), float) else "-"
+            reused = f", reused from {b['reused_from']}" if b.get("reused_from") else ""
+            print(
+                f"      characters {', '.join(b['characters']) or '-'}; keyframe "
+                f"{b.get('stage') or '-'}, score {score}{reused}"
+            )
         if b["error"]:
             print(f"      last error: {b['error']}")
+    if len(d.get("revisions") or []) > 1:
+        print("revisions:")
+        for r in d["revisions"]:
+            mark = "*" if r["id"] == d["id"] else " "
+            print(f"  {mark} {r['revision']:>2} {r['id']} {r['state']}, {r['reused']} reused")
+    return 0
+
+
+def cmd_episode_approve(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.approve_episode(rt, args.id, args.beat)
+    print(f"episode {d['id']}: {d['state']}")
+    return 0
+
+
+def cmd_episode_reroll(args: argparse.Namespace) -> int:
+    with _with_runtime(args) as rt:
+        d = services.reroll_beat(rt, args.id, args.beat, seed=args.seed, text=args.text)
+    print(f"episode {d['id']}: beat {args.beat} keyframe re-rolled ({d['state']})")
     return 0
 
 
 def cmd_episode_retry(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
-        beat = args.beat - 1 if args.beat is not None else None
+        beat = None
+        if args.beat is not None:
+            # The CLI counts beats from 1, the services from 0: check here, in the CLI's terms.
+            total = services.episode_detail(rt, args.id)["beats_total"]
+            if not 1 <= args.beat <= total:
+                raise CliError(
+                    f"episode {args.id} has beats 1 to {total}; there is no beat {args.beat}"
+                )
+            beat = args.beat - 1
         d = services.retry_episode(rt, args.id, beat)
     print(f"episode {d['id']}: {d['state']}")
     return 0
@@ -369,17 +466,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        orch = Orchestrator(settings, rt.sessions, rt.queue, rt.store)
-
-        def interrupt_on_stop() -> None:
-            stop.wait()
-            try:
-                rt.queue.wake_engine("stopping")
-            except redis.RedisError:
+        with EngineHost(rt, engine_id=args.id) as engine:
+            while not stop.wait(1.0) and engine.running:
                 pass
-
-        threading.Thread(target=interrupt_on_stop, daemon=True).start()
-        orch.run(stop)
     return 0
 
 
@@ -396,6 +485,12 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
     )
     if age is not None:
         print(f"oldest waiting job: {age:.0f} s")
+    for name, load in st["fleet"]["by_backend"].items():
+        if load["waiting"] or load["workers"]:
+            print(
+                f"  {name:<12} waiting {load['waiting']:>4}  workers {load['workers']:>3}"
+                f"  busy {load['busy']:>3}"
+            )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
     return 0
@@ -410,7 +505,16 @@ def cmd_queue_dead(args: argparse.Namespace) -> int:
     if not dead:
         print("no dead letters")
     for d in dead:
-        print(f"{d['job_id'] or '(unreadable)'}  {d['reason']}")
+        name = d["job_id"] or f"{d['ref']} (unreadable: no job id)"
+        print(f"{name}  {d['reason']}")
+    return 0
+
+
+def _unmatched(out: dict[str, Any]) -> int:
+    """Say which names matched no dead letter; the exit status is 1 if any."""
+    if out.get("unmatched"):
+        print(f"no dead letter matches {', '.join(out['unmatched'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -427,7 +531,7 @@ def cmd_queue_requeue(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_drop(args: argparse.Namespace) -> int:
@@ -436,13 +540,43 @@ def cmd_queue_drop(args: argparse.Namespace) -> int:
     with _with_runtime(args) as rt:
         out = services.drop_dead(rt, None if args.all else args.job_ids)
     print(f"dropped {out['dropped']}")
-    return 0
+    return _unmatched(out)
 
 
 def cmd_queue_pause(args: argparse.Namespace, paused: bool) -> int:
     with _with_runtime(args) as rt:
         services.set_paused(rt, paused)
     print("dispatch paused" if paused else "dispatch resumed")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` brings the schema to this program's revision (every start does it too);
+    `db status` only reports."""
+    from storyworld.engine.models import make_engine
+    from storyworld.engine.runtime import database_url
+    from storyworld.engine.schema import current_revision, head_revision, upgrade_database
+
+    settings = _settings(args)
+    if settings.local_mode and not settings.database_url:
+        Path(settings.home).mkdir(parents=True, exist_ok=True)
+    db = make_engine(database_url(settings), upgrade=False)
+    try:
+        url = db.url.render_as_string(hide_password=True)
+        with db.connect() as conn:
+            before = current_revision(conn)
+        after = upgrade_database(db) if args.db_command == "upgrade" else before
+    finally:
+        db.dispose()
+    out = {"database": redact(url), "revision": after, "before": before, "head": head_revision()}
+    if args.json:
+        _print_json(out)
+    elif args.db_command == "status":
+        print(f"{out['database']}: revision {before or 'none'} (this program: {out['head']})")
+    elif before == after:
+        print(f"{out['database']} is at revision {after}; nothing to do")
+    else:
+        print(f"{out['database']} upgraded from {before or 'none'} to {after}")
     return 0
 
 
@@ -471,6 +605,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from storyworld.doctor import run_doctor
+
+    report = run_doctor(env_file=args.env_file, role=args.role, home=args.home)
+    print(report.as_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from storyworld.smoke import run_smoke
+
+    outcome = run_smoke(
+        _settings(args),
+        api=args.api,
+        backend=args.backend,
+        timeout_s=args.timeout,
+        api_token=args.api_token,
+    )
+    print(outcome.as_json() if args.json else outcome.text())
+    return 0 if outcome.ok else 1
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
@@ -486,6 +642,24 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--fps", type=int)
         sp.add_argument("--steps", type=int, help="diffusion steps")
         sp.add_argument("--seed", type=int)
+        sp.add_argument("--cast", help="cast file (default: <script>.cast.toml beside it)")
+        sp.add_argument(
+            "--keyframes",
+            choices=("off", "auto", "on"),
+            help="keyframes first: auto (default) when a beat has references, --approve, "
+            "--candidates > 1 or an image-to-video backend",
+        )
+        sp.add_argument("--candidates", type=int, help="keyframes drawn per beat (1-8)")
+        sp.add_argument(
+            "--approve", action="store_true", help="stop for approval once keyframes exist"
+        )
+        sp.add_argument("--music", help="music bed under the episode (any file PyAV decodes)")
+        sp.add_argument("--ambience", help="ambience under the whole episode")
+        sp.add_argument(
+            "--burn-subtitles",
+            action="store_true",
+            help="draw the subtitles into the picture (instead of a subtitle track)",
+        )
 
     r = sub.add_parser("render", help="render a script to an episode and wait for it")
     r.add_argument("script", help="plain text or .fountain script")
@@ -513,11 +687,22 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("id")
     rt.add_argument("--beat", type=int, help="beat number (1-based)")
     rt.set_defaults(func=cmd_episode_retry)
+    ap = eps.add_parser("approve", help="approve keyframes: their clips render")
+    ap.add_argument("id")
+    ap.add_argument("--beat", type=int, help="beat number (1-based); default every beat")
+    ap.set_defaults(func=cmd_episode_approve)
+    rr = eps.add_parser("reroll", help="draw one beat's keyframe again")
+    rr.add_argument("id")
+    rr.add_argument("--beat", type=int, required=True, help="beat number (1-based)")
+    rr.add_argument("--seed", type=int)
+    rr.add_argument("--text", help="new action text for the beat's prompt")
+    rr.set_defaults(func=cmd_episode_reroll)
     cn = eps.add_parser("cancel")
     cn.add_argument("id")
     cn.set_defaults(func=cmd_episode_cancel)
 
     e = sub.add_parser("engine", help="run the decision loop (headless)")
+    e.add_argument("--id", help="engine id shown to standbys and consoles (default: host-pid)")
     e.set_defaults(func=cmd_engine)
 
     q = sub.add_parser("queue", help="queue depths, dead letters, pause")
@@ -545,6 +730,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
     w.set_defaults(func=None)
 
+    db = sub.add_parser("db", help="database schema: upgrade, status")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
+        sp = dbs.add_parser(name, help=text)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=cmd_db)
+
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
@@ -554,6 +746,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
     sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
+    dc = sub.add_parser("doctor", help="check this machine's deployment, one line per check")
+    dc.add_argument(
+        "--role",
+        choices=("engine", "worker", "console"),
+        help="which checks (default: guessed from the settings)",
+    )
+    dc.add_argument("--json", action="store_true")
+    dc.set_defaults(func=cmd_doctor)
+
+    sm = sub.add_parser("smoke", help="render one tagged beat end to end and time each step")
+    sm.add_argument("--api", metavar="URL", help="create the episode through this HTTP API")
+    sm.add_argument("--api-token", help="token for --api (default: API_TOKEN)")
+    sm.add_argument(
+        "--backend",
+        choices=KNOWN_BACKENDS,
+        help="backend to test (default: the cheapest the live fleet serves)",
+    )
+    sm.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="longest wait of any one step, seconds (default 120)",
+    )
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_smoke)
     return p
 
 
@@ -568,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CliError, services.NotFound) as e:
+    except (ConfigError, ScriptError, CastError, CliError, services.NotFound, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
     except StorageError as e:

@@ -116,6 +116,8 @@ class Settings:
     default_backend: str = "animatic"
     use_diffusion: bool = False
     max_beat_seconds: float = 30.0
+    #: The most beats a script may plan to (a 120-page feature plans to about 900).
+    max_beats: int = 5000
     default_beat_seconds: float = 4.0
     default_width: int = 512
     default_height: int = 288
@@ -125,8 +127,15 @@ class Settings:
     lease_renew_s: float = 10.0
     reclaim_interval_s: float = 5.0
     worker_idle_block_s: float = 150.0
-    engine_idle_block_s: float = 150.0
-    engine_lease_s: float = 360.0
+    # An idle engine blocks this long; its lease (ENGINE_LEASE_SECONDS) outlasts the block.
+    # While it has work it holds a short lease instead, renewed at each tick, so a standby
+    # (or the engine restarted) takes over within ENGINE_BUSY_LEASE_SECONDS of its death;
+    # an idle leader that died is found out when the next work arrives (it must answer).
+    engine_idle_block_s: float = 1200.0
+    engine_lease_s: float = 1800.0
+    engine_busy_lease_s: float = 10.0
+    #: Dead-letter a job no live worker serves after this long waiting (0: never).
+    unserved_timeout_s: float = 0.0
     heartbeat_ttl_s: float = 330.0
     progress_interval_s: float = 10.0
     max_deliveries: int = 3
@@ -140,6 +149,7 @@ class Settings:
     worker_idle_exit_s: float = 0.0
     worker_concurrency: int = 1
     worker_log_file: str = ""
+    worker_health_dir: str = ""
     shutdown_grace_s: float = 60.0
     fallback_backends: str = ""
     # GPU backends.
@@ -147,6 +157,14 @@ class Settings:
     animatediff_motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-2"
     svd_model: str = "stabilityai/stable-video-diffusion-img2vid-xt"
     keyframe_model: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    # Film backends (wave 2).
+    wan_model: str = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    ltx_model: str = "Lightricks/LTX-Video"
+    ip_adapter_model: str = "h94/IP-Adapter"
+    ip_adapter_scale: float = 0.6
+    gpu_offload: str = "none"
+    consistency_min: float = 0.0
+    max_rerolls: int = 2
     gemini_api_key: Secret = field(default_factory=lambda: Secret(""))
     veo_model: str = "veo-3.0-generate-001"
     veo_api_base: str = "https://generativelanguage.googleapis.com/v1beta"
@@ -197,6 +215,7 @@ _ENV = {
     "DEFAULT_BACKEND": "default_backend",
     "USE_DIFFUSION": "use_diffusion",
     "MAX_BEAT_SECONDS": "max_beat_seconds",
+    "MAX_BEATS": "max_beats",
     "DEFAULT_BEAT_SECONDS": "default_beat_seconds",
     "DEFAULT_WIDTH": "default_width",
     "DEFAULT_HEIGHT": "default_height",
@@ -207,6 +226,8 @@ _ENV = {
     "WORKER_IDLE_BLOCK_SECONDS": "worker_idle_block_s",
     "ENGINE_IDLE_BLOCK_SECONDS": "engine_idle_block_s",
     "ENGINE_LEASE_SECONDS": "engine_lease_s",
+    "ENGINE_BUSY_LEASE_SECONDS": "engine_busy_lease_s",
+    "UNSERVED_TIMEOUT": "unserved_timeout_s",
     "HEARTBEAT_TTL_SECONDS": "heartbeat_ttl_s",
     "PROGRESS_INTERVAL_SECONDS": "progress_interval_s",
     "MAX_DELIVERIES": "max_deliveries",
@@ -219,12 +240,20 @@ _ENV = {
     "WORKER_IDLE_EXIT_SECONDS": "worker_idle_exit_s",
     "WORKER_CONCURRENCY": "worker_concurrency",
     "WORKER_LOG_FILE": "worker_log_file",
+    "WORKER_HEALTH_DIR": "worker_health_dir",
     "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_s",
     "FALLBACK_BACKENDS": "fallback_backends",
     "ANIMATEDIFF_BASE_MODEL": "animatediff_base_model",
     "ANIMATEDIFF_MOTION_ADAPTER": "animatediff_motion_adapter",
     "SVD_MODEL": "svd_model",
     "KEYFRAME_MODEL": "keyframe_model",
+    "WAN_MODEL": "wan_model",
+    "LTX_MODEL": "ltx_model",
+    "IP_ADAPTER_MODEL": "ip_adapter_model",
+    "IP_ADAPTER_SCALE": "ip_adapter_scale",
+    "GPU_OFFLOAD": "gpu_offload",
+    "CONSISTENCY_MIN": "consistency_min",
+    "MAX_REROLLS": "max_rerolls",
     "GEMINI_API_KEY": "gemini_api_key",
     "VEO_MODEL": "veo_model",
     "VEO_API_BASE": "veo_api_base",
@@ -315,6 +344,17 @@ def load_settings(
         if pw:
             _register_secret(pw)
     settings = Settings(**kwargs)
+    if settings.gpu_offload not in ("none", "model", "sequential"):
+        raise ConfigError(
+            f"GPU_OFFLOAD must be none, model or sequential, not {settings.gpu_offload!r}"
+        )
     if settings.lease_renew_s >= settings.lease_s:
         raise ConfigError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
+    if settings.engine_idle_block_s >= settings.engine_lease_s:
+        raise ConfigError("ENGINE_IDLE_BLOCK_SECONDS must be shorter than ENGINE_LEASE_SECONDS")
+    if settings.reclaim_interval_s * 2 > settings.engine_busy_lease_s:
+        raise ConfigError(
+            "ENGINE_BUSY_LEASE_SECONDS must be at least twice RECLAIM_INTERVAL_SECONDS "
+            "(the busy engine renews its lease at each reclaim tick)"
+        )
     return settings

@@ -148,26 +148,15 @@ class Background:
     """Run engine/worker loops in threads and stop them at the end of a test."""
 
     def __init__(self) -> None:
-        self.stops: list[tuple[threading.Thread, object]] = []
+        self.stops: list[tuple[object, object]] = []
         self.cleanups: list[object] = []
 
     def engine(self, rt: Runtime, **kw: object):  # type: ignore[no-untyped-def]
-        from storyworld.engine.orchestrator import Orchestrator
+        from storyworld.engine.host import EngineHost
 
-        stop = threading.Event()
-        orch = Orchestrator(rt.settings, rt.sessions, rt.queue, rt.store, **kw)  # type: ignore[arg-type]
-        t = threading.Thread(target=orch.run, args=(stop,), daemon=True, name="engine")
-        t.start()
-
-        def halt() -> None:
-            stop.set()
-            try:
-                rt.queue.wake_engine("test over")
-            except redis.RedisError:
-                pass  # the server is already gone; the loop sees `stop` after its wait
-
-        self.stops.append((t, halt))
-        return orch
+        host = EngineHost(rt, **kw).start()  # type: ignore[arg-type]
+        self.stops.append((host, host.stop))
+        return host.engine
 
     def worker(self, rt: Runtime, backends=None, **kw: object):  # type: ignore[no-untyped-def]
         from storyworld.queue import JobQueue, connect
@@ -198,7 +187,7 @@ class Background:
         for _t, halt in reversed(stops):
             halt()  # type: ignore[operator]
         for t, _ in stops:
-            if t.is_alive():
+            if isinstance(t, threading.Thread) and t.is_alive():
                 t.join(timeout=15)
         for fn in cleanups:
             fn()  # type: ignore[operator]

@@ -58,7 +58,9 @@ class S3TestServer:
     def client(self, *, access_key: str | None = None, secret_key: str | None = None) -> Any:
         """A plain boto3 client for arranging and inspecting test state."""
         return _client(
-            self.endpoint, self.region, access_key or self.access_key,
+            self.endpoint,
+            self.region,
+            access_key or self.access_key,
             secret_key or self.secret_key,
         )
 
@@ -149,7 +151,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3TestServer
         mon_port, rgw_port = _free_ports(2)
         proc = subprocess.run(
             [str(SCRIPT), "start", str(directory), str(mon_port), str(rgw_port)],
-            capture_output=True, text=True, timeout=240,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         if proc.returncode == 0:
             break

@@ -230,18 +230,22 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
     r = client.post("/v1/queue/dead/requeue", json={})
     assert r.status_code == 422 and "job_ids" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"job_ids": ["job-1", "job-bad"]})
-    assert r.json() == {"requeued": 1, "refused": ["job-bad"]}
+    assert r.json() == {"requeued": 1, "refused": ["job-bad"], "unmatched": []}
     assert [x.decode() for x in r_.zrange(runtime.settings.job_queue, 0, -1)] == ["job-1"]
     assert r_.hlen(keys.dead) == 3
 
     r = client.post("/v1/queue/dead/drop", json={"job_ids": ["job-bad"]})
-    assert r.json() == {"dropped": 1}
+    assert r.json() == {"dropped": 1, "unmatched": []}
+    for verb in ("requeue", "drop"):
+        r = client.post(f"/v1/queue/dead/{verb}", json={"job_ids": ["no-such-job"]})
+        assert r.status_code == 404 and "no-such-job" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"all": True})
-    assert r.json() == {"requeued": 2, "refused": []}
+    assert r.json() == {"requeued": 2, "refused": [], "unmatched": []}
     assert r_.zcard(runtime.settings.job_queue) == 3 and r_.hlen(keys.dead) == 0
 
     _dead_letter(runtime, "job-4", "{}")
-    assert client.post("/v1/queue/dead/drop", json={"all": True}).json() == {"dropped": 1}
+    dropped = client.post("/v1/queue/dead/drop", json={"all": True}).json()
+    assert dropped == {"dropped": 1, "unmatched": []}
     assert client.get("/v1/queue").json()["dead"] == 0
 
 

@@ -45,15 +45,22 @@ def test_put_and_get_round_trip(store, tmp_path):
     put = store.put_file(key, src, metadata={"backend": "animatic"}, progress=sent.append)
 
     assert put == StoredObject(
-        key=key, size=src.stat().st_size, sha256=sha256_file(src), content_type="video/mp4",
-        seconds=put.seconds, metadata={"backend": "animatic"},
+        key=key,
+        size=src.stat().st_size,
+        sha256=sha256_file(src),
+        content_type="video/mp4",
+        seconds=put.seconds,
+        metadata={"backend": "animatic"},
     )
     assert sent[-1] == put.size
     assert (store.root / "episodes/ep1/beats/002/attempt-1/clip.mp4").read_bytes() == (
         src.read_bytes()
     )
     assert store.head(key) == StoredObject(
-        key=key, size=put.size, sha256=put.sha256, content_type="video/mp4",
+        key=key,
+        size=put.size,
+        sha256=put.sha256,
+        content_type="video/mp4",
         metadata={"backend": "animatic"},
     )
     got = store.get_file(key, tmp_path / "out" / "clip.mp4")
@@ -70,9 +77,7 @@ def test_content_types_follow_the_key(store, tmp_path):
     assert store.put_file("x.mp4", src, content_type="text/plain").content_type == "text/plain"
 
 
-def test_failed_write_leaves_the_previous_object_and_no_temp_files(
-    store, tmp_path, monkeypatch
-):
+def test_failed_write_leaves_the_previous_object_and_no_temp_files(store, tmp_path, monkeypatch):
     key = clip_key("ep", 0, 1)
     first = store.put_file(key, _file(tmp_path / "one.mp4", b"first version" * 1000))
 

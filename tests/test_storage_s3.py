@@ -94,7 +94,10 @@ def test_put_and_get_round_trip_with_checksum(s3_server, s3_settings, tmp_path):
     assert raw["Metadata"] == {"sha256": put.sha256, "backend": "animatic"}
 
     assert store.head(key) == put.__class__(
-        key=key, size=300_000, sha256=put.sha256, content_type="video/mp4",
+        key=key,
+        size=300_000,
+        sha256=put.sha256,
+        content_type="video/mp4",
         metadata={"backend": "animatic"},
     )
     got = store.get_file(key, tmp_path / "out" / "clip.mp4")
@@ -150,9 +153,17 @@ def test_requests_carry_no_checksum_trailers_or_acl(s3_server, s3_bucket, tmp_pa
     for _, headers in seen:
         assert "authorization" in headers and "AWS4-HMAC-SHA256" in headers["authorization"]
         forbidden = [
-            h for h in headers
-            if h.startswith(("x-amz-checksum", "x-amz-sdk-checksum", "x-amz-acl",
-                             "x-amz-trailer", "x-amz-grant"))
+            h
+            for h in headers
+            if h.startswith(
+                (
+                    "x-amz-checksum",
+                    "x-amz-sdk-checksum",
+                    "x-amz-acl",
+                    "x-amz-trailer",
+                    "x-amz-grant",
+                )
+            )
         ]
         assert forbidden == []
         assert "aws-chunked" not in headers.get("content-encoding", "")
@@ -223,8 +234,11 @@ def test_get_detects_a_tampered_object(s3_server, s3_settings, tmp_path):
     put = store.put_file(key, _file(tmp_path / "a.mp4", 5000, seed=1))
     # Someone replaces the bytes but keeps the recorded checksum.
     s3_server.client().put_object(
-        Bucket=store.bucket, Key=key, Body=_file(tmp_path / "b.mp4", 5000, seed=2).read_bytes(),
-        Metadata={"sha256": put.sha256}, ContentType="video/mp4",
+        Bucket=store.bucket,
+        Key=key,
+        Body=_file(tmp_path / "b.mp4", 5000, seed=2).read_bytes(),
+        Metadata={"sha256": put.sha256},
+        ContentType="video/mp4",
     )
     dest = tmp_path / "out.mp4"
     dest.write_bytes(b"previous")
@@ -299,13 +313,22 @@ def test_tampered_or_wrongly_signed_links_are_refused(s3_server, s3_settings, tm
 @s3
 def test_public_base_url_links(s3_server, s3_bucket, tmp_path):
     # A public bucket stands in for an R2 custom domain: anyone may GET.
-    s3_server.client().put_bucket_policy(Bucket=s3_bucket, Policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-            "Resource": f"arn:aws:s3:::{s3_bucket}/*",
-        }],
-    }))
+    s3_server.client().put_bucket_policy(
+        Bucket=s3_bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{s3_bucket}/*",
+                    }
+                ],
+            }
+        ),
+    )
     base = f"{s3_server.endpoint}/{s3_bucket}/"
     store = _store(s3_server.settings(s3_bucket, S3_PUBLIC_BASE_URL=base, S3_PREFIX="pub"))
     src = _file(tmp_path / "k.png", 2000)
@@ -340,8 +363,10 @@ def test_check_reports_a_missing_bucket(s3_server):
 @s3
 def test_check_reports_an_unknown_access_key(s3_server, s3_bucket):
     store = S3Store.from_settings(
-        s3_server.settings(s3_bucket), access_key=Secret("AKNOTAREALKEY0000000"),
-        secret_key=Secret("a-secret-nobody-registered-1"), max_attempts=1,
+        s3_server.settings(s3_bucket),
+        access_key=Secret("AKNOTAREALKEY0000000"),
+        secret_key=Secret("a-secret-nobody-registered-1"),
+        max_attempts=1,
     )
     with pytest.raises(StorageError) as info:
         store.check()
@@ -349,8 +374,9 @@ def test_check_reports_an_unknown_access_key(s3_server, s3_bucket):
     assert "access key is not recognised" in message and "S3_ACCESS_KEY" in message
     assert not info.value.transient
     _assert_no_secrets(message, "AKNOTAREALKEY0000000", "a-secret-nobody-registered-1")
-    _assert_no_secrets(repr(store) + store.describe(), "AKNOTAREALKEY0000000",
-                       "a-secret-nobody-registered-1")
+    _assert_no_secrets(
+        repr(store) + store.describe(), "AKNOTAREALKEY0000000", "a-secret-nobody-registered-1"
+    )
 
 
 @s3
@@ -371,7 +397,8 @@ def test_check_reports_a_wrong_secret(s3_server, s3_bucket):
 def test_check_reports_no_write_permission(s3_server, s3_bucket):
     # The second user's keys are valid, but the bucket belongs to the first user.
     settings = s3_server.settings(
-        s3_bucket, S3_ACCESS_KEY=s3_server.other_access_key,
+        s3_bucket,
+        S3_ACCESS_KEY=s3_server.other_access_key,
         S3_SECRET_KEY=s3_server.other_secret_key,
     )
     store = _store(settings)
@@ -394,8 +421,12 @@ def _assert_no_secrets(text: str, *secrets: str) -> None:
 def _settings(**env: str) -> Settings:
     from storyworld.config import load_settings
 
-    base = {"S3_BUCKET": "media", "S3_ENDPOINT": "https://acct.r2.cloudflarestorage.com",
-            "S3_ACCESS_KEY": "AKIDEXAMPLE123456789", "S3_SECRET_KEY": "sEcReT/example+key0"}
+    base = {
+        "S3_BUCKET": "media",
+        "S3_ENDPOINT": "https://acct.r2.cloudflarestorage.com",
+        "S3_ACCESS_KEY": "AKIDEXAMPLE123456789",
+        "S3_SECRET_KEY": "sEcReT/example+key0",
+    }
     return load_settings(env={**base, **env}, env_file=None)
 
 
@@ -404,7 +435,8 @@ def test_check_reports_an_unreachable_endpoint():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = S3Store.from_settings(
-        _settings(S3_ENDPOINT=f"http://127.0.0.1:{port}"), max_attempts=1,
+        _settings(S3_ENDPOINT=f"http://127.0.0.1:{port}"),
+        max_attempts=1,
         connect_timeout_s=2,
     )
     with pytest.raises(StorageError) as info:
@@ -448,11 +480,11 @@ def test_describe_and_repr_hide_secrets():
     store = S3Store.from_settings(_settings(S3_PREFIX="p"))
     line = store.describe()
     assert line == (
-        "s3 bucket media/p at https://acct.r2.cloudflarestorage.com "
-        "(region auto, presigned links)"
+        "s3 bucket media/p at https://acct.r2.cloudflarestorage.com (region auto, presigned links)"
     )
-    _assert_no_secrets(line + repr(store) + str(vars(store)), "AKIDEXAMPLE123456789",
-                       "sEcReT/example+key0")
+    _assert_no_secrets(
+        line + repr(store) + str(vars(store)), "AKIDEXAMPLE123456789", "sEcReT/example+key0"
+    )
 
 
 def test_public_url_is_quoted_and_not_signed():

@@ -1,10 +1,12 @@
 """A local stand-in for the Gemini API's Veo calls, for tests (stdlib http.server).
 
-It implements the three calls the Veo backend makes, with the real API's shapes:
+It implements the calls the Veo backend makes, with the real API's shapes:
 
 - `POST /v1beta/models/{model}:predictLongRunning` -> `{"name": "models/{model}/operations/{id}"}`
 - `GET /v1beta/models/{model}/operations/{id}` -> `{"done": false}` until ready, then the
   operation with `response.generateVideoResponse.generatedSamples[0].video.uri`
+- `GET /v1beta/models/{model}` -> the model's description (models.get; `storyworld doctor`
+  uses it to learn that the key is accepted without starting a generation)
 - `GET /v1beta/files/{id}:download?alt=media` -> a redirect to a second server (another
   origin, like Google's storage) that serves the MP4 bytes
 
@@ -166,6 +168,13 @@ def _handler(state: VeoState, server: VeoTestServer) -> type[BaseHTTPRequestHand
                 if not self._authorised():
                     return None
                 return self._poll(path.rsplit("/", 1)[1])
+            if path.startswith("/v1beta/models/"):  # models.get: what `storyworld doctor` asks
+                if not self._authorised():
+                    return None
+                model = path.removeprefix("/v1beta/models/")
+                if model == "veo-retired":
+                    return self._error(404, "NOT_FOUND", RETIRED_MESSAGE)
+                return self._json(200, {"name": f"models/{model}", "displayName": model})
             return self._error(404, "NOT_FOUND", f"no route {path}")
 
         def _poll(self, op_id: str) -> None:

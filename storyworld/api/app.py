@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storyworld import __version__
 from storyworld.config import ConfigError, redact
 from storyworld.engine import services
+from storyworld.engine.cast import CastError, load_cast
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.runtime import Runtime
 from storyworld.queue import describe_redis_error
@@ -71,6 +72,27 @@ class EpisodeCreate(ScriptBody):
     fps: int | None = Field(default=None, ge=1, le=120)
     steps: int | None = Field(default=None, ge=1, le=500)
     seed: int | None = None
+    cast: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a cast file on the server (its reference images are relative to it)",
+    )
+    keyframes: Literal["off", "auto", "on"] | None = None
+    candidates: int | None = Field(default=None, ge=1, le=8)
+    approve: bool = False
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beat: int | None = Field(default=None, ge=0, description="beat index (0-based); all")
+
+
+class RerollBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = Field(default=None, ge=0)
+    text: str | None = Field(default=None, min_length=1, max_length=4000)
 
 
 class RetryBody(BaseModel):
@@ -285,6 +307,7 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
     def create_episode(body: EpisodeCreate, response: Response) -> dict[str, Any]:
         plan = _plan(rt, body)
         try:
+            cast = load_cast(body.cast) if body.cast else None
             size = services.parse_size(body.size) if body.size else None
             detail = services.create_episode(
                 rt,
@@ -296,8 +319,12 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
                 fps=body.fps,
                 steps=body.steps,
                 seed=body.seed,
+                cast=cast,
+                keyframes=body.keyframes,
+                candidates=body.candidates,
+                approve=body.approve,
             )
-        except ConfigError as e:
+        except (ConfigError, CastError) as e:
             raise ApiError(422, str(e)) from None
         response.headers["Location"] = f"/v1/episodes/{detail['id']}"
         return detail
@@ -320,6 +347,18 @@ def _episode_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
     def retry_episode(episode_id: str, body: RetryBody | None = None) -> dict[str, Any]:
         return _state_change(
             lambda: services.retry_episode(rt, episode_id, body.beat if body else None)
+        )
+
+    @r.post("/episodes/{episode_id}/approve", dependencies=change, tags=["episodes"])
+    def approve_episode(episode_id: str, body: ApproveBody | None = None) -> dict[str, Any]:
+        beat = body.beat + 1 if body and body.beat is not None else None
+        return _state_change(lambda: services.approve_episode(rt, episode_id, beat))
+
+    @r.post("/episodes/{episode_id}/beats/{n}/reroll", dependencies=change, tags=["episodes"])
+    def reroll_beat(episode_id: str, n: int, body: RerollBody | None = None) -> dict[str, Any]:
+        body = body or RerollBody()
+        return _state_change(
+            lambda: services.reroll_beat(rt, episode_id, n + 1, seed=body.seed, text=body.text)
         )
 
     @r.post("/episodes/{episode_id}/cancel", dependencies=change, tags=["episodes"])
@@ -374,6 +413,8 @@ def _artifact_routes(r: APIRouter, rt: Runtime) -> None:
     def beat_keyframe(episode_id: str, n: int) -> Response:
         d = services.episode_detail(rt, episode_id)
         beat = beat_of(d, n)
+        if beat.get("keyframe"):  # keyframes first: the drawn (or approved) keyframe
+            return deliver(beat["keyframe"], f"{d['id']}-beat{n:03d}.png")
         mine = [a for a in d["artifacts"] if a["beat_id"] == beat["id"]]
         clip_job = next((a["job_id"] for a in mine if a["key"] == beat["clip_key"]), None)
         frames = [a for a in mine if a["kind"] == "keyframe"]
@@ -397,13 +438,20 @@ def _queue_routes(r: APIRouter, rt: Runtime, change: list[Any]) -> None:
     ) -> list[dict[str, Any]]:
         return services.dead_letters(rt, limit)
 
+    def matched(out: dict[str, Any], chosen: list[str] | None) -> dict[str, Any]:
+        if chosen and out["unmatched"] and len(out["unmatched"]) == len(chosen):
+            raise ApiError(404, f"no dead letter matches {', '.join(out['unmatched'])}")
+        return out
+
     @r.post("/queue/dead/requeue", dependencies=change, tags=["queue"])
     def requeue_dead(body: DeadLetterSelection) -> dict[str, Any]:
-        return services.requeue_dead(rt, body.chosen())
+        chosen = body.chosen()
+        return matched(services.requeue_dead(rt, chosen), chosen)
 
     @r.post("/queue/dead/drop", dependencies=change, tags=["queue"])
     def drop_dead(body: DeadLetterSelection) -> dict[str, Any]:
-        return services.drop_dead(rt, body.chosen())
+        chosen = body.chosen()
+        return matched(services.drop_dead(rt, chosen), chosen)
 
     @r.post("/queue/pause", dependencies=change, tags=["queue"])
     def pause() -> dict[str, Any]:

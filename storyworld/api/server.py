@@ -14,13 +14,12 @@ import threading
 from types import FrameType
 from typing import Any
 
-import redis
 import uvicorn
 from fastapi import FastAPI
 
 from storyworld.api.app import create_app
 from storyworld.config import Settings
-from storyworld.engine.orchestrator import Orchestrator
+from storyworld.engine.host import EngineHost
 from storyworld.engine.runtime import Runtime, open_runtime
 
 __all__ = ["build_app", "serve"]
@@ -35,25 +34,6 @@ def build_app(runtime: Runtime, *, read_only: bool = False) -> FastAPI:
     """The app `serve` runs: `create_app` with the API_TOKEN setting."""
     token = runtime.settings.api_token.get().strip() or None
     return create_app(runtime, read_only=read_only, api_token=token)
-
-
-def _start_engine(rt: Runtime, stop: threading.Event) -> tuple[Orchestrator, threading.Thread]:
-    orch = Orchestrator(rt.settings, rt.sessions, rt.queue, rt.store)
-    thread = threading.Thread(target=orch.run, args=(stop,), name="engine", daemon=True)
-    thread.start()
-    return orch, thread
-
-
-def _stop_engine(rt: Runtime, orch: Orchestrator, thread: threading.Thread) -> None:
-    orch.stop()
-    try:
-        # The leader may be blocked on the result list: a wake-up message ends the wait.
-        rt.queue.wake_engine("stopping")
-    except redis.RedisError:
-        pass
-    thread.join(timeout=ENGINE_JOIN_S)
-    if thread.is_alive():
-        log.warning("the engine did not stop within %.0f s", ENGINE_JOIN_S)
 
 
 def serve(
@@ -86,12 +66,12 @@ def serve(
             port,
         )
     rt: Runtime | None = None
-    engine: tuple[Orchestrator, threading.Thread] | None = None
+    engine: EngineHost | None = None
     try:
         rt = open_runtime(settings, role="storyworld-api")
         if run_engine:
             rt.store.check()
-            engine = _start_engine(rt, stop)
+            engine = EngineHost(rt).start()
         config = uvicorn.Config(
             build_app(rt, read_only=read_only),
             host=host,
@@ -111,7 +91,7 @@ def serve(
         stop.set()
         if rt is not None:
             if engine is not None:
-                _stop_engine(rt, *engine)
+                engine.stop(ENGINE_JOIN_S)
             rt.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Float,
     ForeignKey,
     Index,
@@ -52,6 +53,7 @@ def new_id() -> str:
 class EpisodeState(StrEnum):
     PLANNED = "planned"
     RENDERING = "rendering"
+    AWAITING_APPROVAL = "awaiting_approval"  # every keyframe drawn; the operator decides
     COMPOSING = "composing"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -78,7 +80,17 @@ class JobState(StrEnum):
 
 _EPISODE_MOVES = {
     EpisodeState.PLANNED: {EpisodeState.RENDERING, EpisodeState.CANCELLED, EpisodeState.FAILED},
-    EpisodeState.RENDERING: {EpisodeState.COMPOSING, EpisodeState.FAILED, EpisodeState.CANCELLED},
+    EpisodeState.RENDERING: {
+        EpisodeState.COMPOSING,
+        EpisodeState.FAILED,
+        EpisodeState.CANCELLED,
+        EpisodeState.AWAITING_APPROVAL,
+    },
+    EpisodeState.AWAITING_APPROVAL: {
+        EpisodeState.RENDERING,
+        EpisodeState.CANCELLED,
+        EpisodeState.FAILED,
+    },
     EpisodeState.COMPOSING: {
         EpisodeState.COMPLETED,
         EpisodeState.FAILED,
@@ -131,7 +143,7 @@ class Episode(Base):
     height: Mapped[int] = mapped_column(Integer)
     fps: Mapped[int] = mapped_column(Integer)
     steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), default=EpisodeState.PLANNED, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -144,6 +156,24 @@ class Episode(Base):
     beats: Mapped[list[Beat]] = relationship(
         back_populates="episode", order_by="Beat.index", cascade="all, delete-orphan"
     )
+
+    @property
+    def is_active(self) -> bool:
+        """Planned or rendering: its beats are dispatched."""
+        return self.state in (EpisodeState.PLANNED, EpisodeState.RENDERING)
+
+    def fail(self, session: Session, reason: str) -> bool:
+        """Fail the episode with `reason` unless it already ended (completed, failed or
+        cancelled). Returns whether it changed."""
+        if self.state not in (
+            EpisodeState.PLANNED,
+            EpisodeState.RENDERING,
+            EpisodeState.COMPOSING,
+        ):
+            return False
+        self.error = reason
+        self.finished_at = time.time()
+        return transition(session, self, EpisodeState.FAILED, reason)
 
 
 class Beat(Base):
@@ -169,6 +199,13 @@ class Beat(Base):
 
     episode: Mapped[Episode] = relationship(back_populates="beats")
     jobs: Mapped[list[JobRow]] = relationship(back_populates="beat", order_by="JobRow.attempt")
+
+    def is_current(self, job: JobRow) -> bool:
+        """`job` is the attempt this beat waits for (not a stale, earlier one)."""
+        return self.attempts == job.attempt and self.state in (
+            BeatState.QUEUED,
+            BeatState.RENDERING,
+        )
 
 
 class JobRow(Base):
@@ -206,7 +243,7 @@ class Artifact(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     kind: Mapped[str] = mapped_column(String(16))
     key: Mapped[str] = mapped_column(String(500))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
@@ -219,7 +256,7 @@ class Upload(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(500))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
     seconds: Mapped[float] = mapped_column(Float)
     bytes_per_s: Mapped[float] = mapped_column(Float)
     worker_id: Mapped[str] = mapped_column(String(128), default="")
@@ -293,9 +330,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for `url`, with the schema created. SQLite gets WAL and a busy
-    timeout so the console, CLI and engine can share one file."""
+def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """A SQLAlchemy engine for `url`, with the schema brought to the code's revision
+    (`storyworld.engine.schema`; `upgrade=False` leaves it alone). SQLite gets WAL and a
+    busy timeout so the console, CLI and engine can share one file."""
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 15, "check_same_thread": False}
@@ -304,5 +342,8 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    if upgrade:
+        from storyworld.engine.schema import upgrade_database  # Alembic: only when needed
+
+        upgrade_database(engine)
     return engine

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from storyworld.config import ConfigError
+from storyworld.engine import film
+from storyworld.engine.cast import Cast
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -26,10 +28,12 @@ from storyworld.engine.models import (
 )
 from storyworld.engine.planner import ScriptPlan, plan_script
 from storyworld.engine.runtime import Runtime
-from storyworld.protocol import KNOWN_BACKENDS
+from storyworld.protocol import KNOWN_BACKENDS, WakeReason, limits
+from storyworld.queue.fleet import fleet_stats
 
 __all__ = [
     "NotFound",
+    "approve_episode",
     "cancel_episode",
     "create_episode",
     "dead_letters",
@@ -41,6 +45,7 @@ __all__ = [
     "queue_stats",
     "recent_uploads",
     "requeue_dead",
+    "reroll_beat",
     "retry_episode",
     "set_paused",
 ]
@@ -74,6 +79,7 @@ def plan_text(rt: Runtime, text: str, fmt: str | None = None, source: str = "") 
         fmt=fmt,
         default_beat_s=s.default_beat_seconds,
         max_beat_s=s.max_beat_seconds,
+        max_beats=s.max_beats,
         source=source,
     )
 
@@ -91,19 +97,48 @@ def create_episode(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
     wake: bool = True,
+    cast: Cast | None = None,
+    keyframes: str | None = None,
+    candidates: int | None = None,
+    approve: bool = False,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Record a planned episode (state `planned`); the engine dispatches it."""
+    """Record a planned episode (state `planned`); the engine dispatches it.
+
+    With a cast, `keyframes` (off/auto/on), `candidates` or `approve`, the episode is
+    rendered keyframes first (see `engine.film`); an episode no backend can render is
+    refused here, before anything is stored. With `reuse`, beats whose render inputs are
+    unchanged since the last rendered revision of the same script keep their clips."""
     s = rt.settings
     backend = check_backend(backend or s.default_backend)
+    if cast is not None and seed is None:
+        seed = cast.style.seed
     width, height = size or (s.default_width, s.default_height)
     fps = fps or s.default_fps
     if not 1 <= fps <= 120:
         raise ConfigError(f"fps must be between 1 and 120, not {fps}")
     if steps is not None and not 1 <= steps <= 500:
         raise ConfigError(f"steps must be between 1 and 500, not {steps}")
+    if seed is not None and not 0 <= seed <= limits.MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+    film_state = None
+    if cast is not None or keyframes is not None or approve or (candidates or 1) > 1 or reuse:
+        film_state = film.plan_film(
+            plan,
+            cast,
+            backend=backend,
+            keyframes=keyframes or "auto",
+            candidates=candidates,
+            approve=approve,
+            render_inputs=film.render_inputs(s, backend, (width, height), fps, steps, seed),
+        )
+    title = (title or plan.title or "Untitled episode")[:300]
     with rt.sessions.begin() as session:
+        reused: dict[int, dict[str, Any]] = {}
+        if film_state is not None and reuse:
+            reused = film.reuse_from_revision(session, title, film_state)
         ep = Episode(
-            title=(title or plan.title or "Untitled episode")[:300],
+            title=title,
             script=script,
             script_format=plan.format,
             backend=backend,
@@ -117,7 +152,11 @@ def create_episode(
         )
         session.add(ep)
         session.flush()
+        if film_state is not None:
+            film.store_references(rt.store, session, ep.id, cast, film_state)
+            film.save(ep, film_state)
         for b in plan.beats:
+            old = reused.get(b.index)
             session.add(
                 Beat(
                     episode_id=ep.id,
@@ -127,7 +166,9 @@ def create_episode(
                     captions=list(b.captions),
                     duration_s=b.duration_s,
                     backend=backend,
-                    state=BeatState.PENDING,
+                    state=BeatState.DONE if old else BeatState.PENDING,
+                    clip_key=old["clip_key"] if old else None,
+                    not_before=film.initial_hold(film_state, b.index),
                 )
             )
         session.add(
@@ -141,7 +182,7 @@ def create_episode(
         )
         episode_id = ep.id
     if wake:
-        rt.queue.wake_engine("episode created")
+        rt.queue.wake_engine(WakeReason.CREATED)
     return episode_detail(rt, episode_id)
 
 
@@ -240,6 +281,7 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                     "worker": last.worker_id if last else None,
                     "render_s": last.render_s if last else None,
                     "jobs": jobs,
+                    **film.beat_json(ep.options, b.index),
                 }
             )
         artifacts = [
@@ -279,7 +321,8 @@ def episode_detail(rt: Runtime, episode_id: str) -> dict[str, Any]:
                 "artifacts": artifacts,
                 "history": history,
                 "script_format": ep.script_format,
-                "options": ep.options or {},
+                "options": {k: v for k, v in (ep.options or {}).items() if k != film.FILM},
+                **film.episode_json(s, ep),
             }
         )
         return out
@@ -316,7 +359,7 @@ def retry_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict
             ep.finished_at = None
             transition(s, ep, EpisodeState.RENDERING, "retry requested by the operator")
         episode_id = ep.id
-    rt.queue.wake_engine("retry")
+    rt.queue.wake_engine(WakeReason.RETRY)
     return episode_detail(rt, episode_id)
 
 
@@ -344,6 +387,7 @@ def cancel_episode(rt: Runtime, episode_id: str) -> dict[str, Any]:
 def queue_stats(rt: Runtime) -> dict[str, Any]:
     st = rt.queue.stats().as_dict()
     st["queue"] = rt.settings.job_queue
+    st["fleet"] = fleet_stats(rt.queue.r, rt.queue.keys).as_dict()
     return st
 
 
@@ -351,6 +395,7 @@ def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
     return [
         {
             "job_id": d.job_id,
+            "ref": d.ref,
             "reason": d.reason,
             "payload": d.payload,
             "at": d.at,
@@ -360,9 +405,23 @@ def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
     ]
 
 
+def _unmatched(rt: Runtime, refs: list[str] | None) -> list[str]:
+    """The refs (job ids or `entry:` refs) that name no dead letter."""
+    if not refs:
+        return []
+    known: set[str] = set()
+    for d in rt.queue.dead_letters(1_000_000):
+        known.update((d.ref, d.job_id))
+    return [r for r in refs if r not in known]
+
+
 def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
-    """Send dead letters again. The engine accepts their results even if it had failed the
-    beat, and the episode resumes."""
+    """Send dead letters again (named by job id, or by `ref` for an unreadable one). The
+    engine accepts their results even if it had failed the beat, and the episode resumes.
+    `unmatched` lists the names that matched no dead letter."""
+    unmatched = _unmatched(rt, job_ids)
+    if job_ids and len(unmatched) == len(job_ids):
+        return {"requeued": 0, "refused": [], "unmatched": unmatched}
     moved, refused = rt.queue.requeue_dead(job_ids or None)
     if moved:
         with rt.sessions.begin() as s:
@@ -370,12 +429,16 @@ def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any
                 if job_ids and job.id not in job_ids:
                     continue
                 transition(s, job, JobState.QUEUED, "dead letter requeued by the operator")
-        rt.queue.wake_engine("dead letters requeued")
-    return {"requeued": moved, "refused": refused}
+        rt.queue.wake_engine(WakeReason.REQUEUED)
+    return {"requeued": moved, "refused": refused, "unmatched": unmatched}
 
 
 def drop_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
-    return {"dropped": rt.queue.drop_dead(job_ids or None)}
+    """Discard dead letters (by job id or `ref`); `unmatched` as for `requeue_dead`."""
+    unmatched = _unmatched(rt, job_ids)
+    if job_ids and len(unmatched) == len(job_ids):
+        return {"dropped": 0, "unmatched": unmatched}
+    return {"dropped": rt.queue.drop_dead(job_ids or None), "unmatched": unmatched}
 
 
 def set_paused(rt: Runtime, paused: bool) -> None:
@@ -401,3 +464,49 @@ def recent_uploads(rt: Runtime, limit: int = 50) -> list[dict[str, Any]]:
 
 def artifact_url(rt: Runtime, key: str, expires_s: int | None = None) -> str:
     return rt.store.url_for(key, expires_s or rt.settings.s3_presign_expiry_s)
+
+
+def approve_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict[str, Any]:
+    """Approve the keyframes of an episode (or of beat `beat`, 1-based): their clips
+    render; the episode goes on once no keyframe waits for approval."""
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        if film.film_of(ep.options) is None:
+            raise ConfigError(f"episode {ep.id} was created without keyframes to approve")
+        index = _beat_index(ep, beat)
+        film.approve(s, ep, index)
+        episode_id = ep.id
+    rt.queue.wake_engine(WakeReason.RETRY)
+    return episode_detail(rt, episode_id)
+
+
+def reroll_beat(
+    rt: Runtime,
+    episode_id: str,
+    beat: int,
+    *,
+    seed: int | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """Draw beat `beat`'s (1-based) keyframe again, with a new seed (or `seed`) and
+    optionally new action text; nothing else of the episode is rendered again."""
+    if seed is not None and not 0 <= seed <= limits.MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+    if text is not None and not text.strip():
+        raise ConfigError("--text must not be empty")
+    with rt.sessions.begin() as s:
+        ep = _get_episode(s, episode_id)
+        index = _beat_index(ep, beat)
+        target = next(b for b in ep.beats if b.index == index)
+        film.reroll(s, ep, target, seed, text)
+        episode_id = ep.id
+    rt.queue.wake_engine(WakeReason.RETRY)
+    return episode_detail(rt, episode_id)
+
+
+def _beat_index(ep: Episode, beat: int | None) -> int | None:
+    if beat is None:
+        return None
+    if not 1 <= beat <= len(ep.beats):
+        raise ConfigError(f"episode {ep.id} has beats 1 to {len(ep.beats)}, not {beat}")
+    return beat - 1

@@ -1,6 +1,6 @@
 """Redis: enqueue, reserve, heartbeat, ack, reclaim, dead-letter, stats."""
 
-from storyworld.queue.connection import RedisClients, connect, describe_redis_error
+from storyworld.queue.connection import ProblemLog, RedisClients, connect, describe_redis_error
 from storyworld.queue.jobqueue import (
     DeadLetter,
     HeartbeatReply,
@@ -16,6 +16,7 @@ __all__ = [
     "HeartbeatReply",
     "JobQueue",
     "Keys",
+    "ProblemLog",
     "QueueStats",
     "RedisClients",
     "Reservation",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -17,7 +18,7 @@ from redis.retry import Retry
 
 from storyworld.config import ConfigError, Settings, mask_url
 
-__all__ = ["RedisClients", "connect", "describe_redis_error"]
+__all__ = ["ProblemLog", "RedisClients", "connect", "describe_redis_error"]
 
 FAST_TIMEOUT_S = 10.0
 
@@ -92,3 +93,33 @@ def describe_redis_error(exc: BaseException, url_for_display: str) -> str:
             return f"TLS to Redis at {url_for_display} failed: {text}"
         return f"Redis unreachable at {url_for_display}"
     return f"Redis error at {url_for_display}: {type(exc).__name__}"
+
+
+class ProblemLog:
+    """Logs what is wrong with the Redis connection (wrong CA, wrong password, TLS to a
+    plain port, unreachable) each time the explanation changes, and again at most every
+    `every_s` while it stays the same. For the engine and the worker."""
+
+    def __init__(self, logger: Any, url_for_display: str, every_s: float = 60.0) -> None:
+        self.logger = logger
+        self.url = url_for_display
+        self.every_s = every_s
+        self.current: str | None = None
+        self._logged_at = float("-inf")
+
+    def report(self, exc: BaseException, retry_s: float) -> str:
+        """Log (if due) and return the explanation of `exc`."""
+        import time
+
+        message = describe_redis_error(exc, self.url)
+        now = time.monotonic()
+        if message != self.current or now - self._logged_at >= self.every_s:
+            self.logger.warning("%s; retrying in %.0f s", message, retry_s)
+            self._logged_at = now
+        self.current = message
+        return message
+
+    def recovered(self) -> None:
+        if self.current is not None:
+            self.logger.warning("Redis at %s answers again", self.url)
+        self.current = None

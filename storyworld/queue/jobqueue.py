@@ -32,7 +32,22 @@ from typing import Any
 
 import redis
 
-from storyworld.protocol import Job, ProtocolError, Result, parse_job
+from storyworld.protocol import (
+    EventKind,
+    FinishedEvent,
+    Job,
+    LeaseHolder,
+    ProtocolError,
+    Result,
+    WakeReason,
+    WorkerGoneEvent,
+    event_fields,
+    parse_dead_letter,
+    parse_job,
+    parse_lease_holder,
+    wake_message,
+)
+from storyworld.protocol import limits as L
 from storyworld.queue.keys import (
     DEFAULT_BACKENDS,
     RESULTS_GROUP,
@@ -44,7 +59,6 @@ from storyworld.queue.keys import (
 
 __all__ = [
     "DeadLetter",
-    "EventKinds",
     "HeartbeatReply",
     "JobQueue",
     "QueueStats",
@@ -65,28 +79,14 @@ _SCRIPTS = (
     "release",
 )
 
-#: A dead letter keeps at most this much of the payload (an oversized job is not copied).
-LETTER_PAYLOAD_LIMIT = 64 * 1024
+#: A dead letter keeps at most this much of the payload (an oversized job's head).
+LETTER_PAYLOAD_LIMIT = L.MAX_JOB_BYTES
 #: Results acknowledged per tick at most; more are acknowledged by a script of their own.
 ACK_BATCH = 1000
 #: Expired leases handled per tick (the rest at the next one, which follows at once).
 RECLAIM_BATCH = 100
 #: Jobs in flight listed per tick (the engine moves them from queued to rendering).
 INFLIGHT_LISTED = 1000
-
-
-class EventKinds:
-    """The kinds of event the scripts write (passed to them as ARGV, defined once here)."""
-
-    HEARTBEAT = "heartbeat"
-    ENQUEUED = "enqueued"
-    STARTED = "started"
-    DONE = "done"
-    FAILED = "failed"
-    REQUEUED = "requeued"
-    DEAD = "dead"
-    DEAD_CHANGED = "dead_changed"
-    WORKER_GONE = "worker_gone"
 
 
 def _load_scripts() -> dict[str, str]:
@@ -165,6 +165,8 @@ class DeadLetter:
     payload: str
     at: float
     worker: str
+    #: How an operator names this entry: its job id (the key of the dead-letter hash).
+    ref: str = ""
 
 
 @dataclass
@@ -255,29 +257,72 @@ class JobQueue:
         return self._scripts[name](keys=keys, args=args)
 
     # ---------------------------------------------------------------- engine side
-    def acquire_engine_lease(self, info: dict[str, Any], lease_s: float) -> str | None:
+    def acquire_engine_lease(
+        self, holder: LeaseHolder | dict[str, Any], lease_s: float
+    ) -> str | None:
         """Try to become the dispatching engine. Returns the fencing token (the lease value,
         checked atomically by every enqueue and tick) or None if another engine holds it."""
-        token = json.dumps({**info, "nonce": time.time_ns()}, sort_keys=True)
+        if isinstance(holder, dict):
+            holder = LeaseHolder(**{k: v for k, v in holder.items() if k != "nonce"})
+        token = holder.to_token()
         ok = self.r.set(self.keys.engine_lease, token, nx=True, px=int(lease_s * 1000))
         return token if ok else None
 
     def release_engine_lease(self, token: str) -> None:
-        """Give the lease up (clean shutdown), only if we still hold it."""
+        """Give the lease up (clean shutdown), only if we still hold it, and tell standbys
+        at once: a busy one blocks on the handover list, an idle one on the result stream."""
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "
             "return redis.call('DEL', KEYS[1]) end return 0"
         )
-        self.r.eval(script, 1, self.keys.engine_lease, token)
+        if self.r.eval(script, 1, self.keys.engine_lease, token):
+            self._nudge_standbys(WakeReason.HANDOVER)
+
+    def _nudge_standbys(self, reason: str) -> None:
+        with self.r.pipeline(transaction=False) as p:
+            p.lpush(self.keys.engine_handover, "1")
+            p.expire(self.keys.engine_handover, 60)
+            p.xadd(self.keys.results, {"r": wake_message(reason)})
+            p.execute()
+
+    def wake_standbys(self) -> None:
+        """Unblock engines standing by (one stopping in this process, say); each looks at
+        the lease again, nothing else changes."""
+        self._nudge_standbys(WakeReason.STOPPING)
+
+    def engine_lease_state(self) -> tuple[str | None, int]:
+        """(lease value or None, milliseconds it has left) in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            p.get(self.keys.engine_lease)
+            p.pttl(self.keys.engine_lease)
+            value, pttl = p.execute()
+        return (_s(value) if value is not None else None), max(0, int(pttl))
+
+    def take_over_engine_lease(self, seen: str, holder: LeaseHolder, lease_s: float) -> str | None:
+        """Replace a lease whose holder stopped answering, only if it is still `seen` (so
+        two standbys cannot both take over). Returns the new fencing token, or None."""
+        token = holder.to_token()
+        script = (
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0"
+        )
+        ok = self.r.eval(script, 1, self.keys.engine_lease, seen, token, int(lease_s * 1000))
+        return token if ok else None
+
+    def standby_wait(self, timeout_s: float) -> bool:
+        """An idle standby blocks on the result stream like the leader, reading without a
+        group (so the leader still gets everything). True if something arrived."""
+        k = self.keys
+        reply = self.rb.xread({k.results: "$"}, count=1, block=max(10, int(timeout_s * 1000)))
+        return bool(reply)
+
+    def wait_for_handover(self, timeout_s: float) -> bool:
+        """A busy standby blocks until the lease should have run out, or a clean handover."""
+        return self.rb.blpop([self.keys.engine_handover], max(timeout_s, 0.01)) is not None
 
     def engine_holder(self) -> dict[str, Any] | None:
-        raw = self.r.get(self.keys.engine_lease)
-        if not raw:
-            return None
-        try:
-            return {k: v for k, v in json.loads(raw).items() if k != "nonce"}
-        except ValueError:
-            return {"engine": "unknown"}
+        holder = parse_lease_holder(self.r.get(self.keys.engine_lease))
+        return holder.public() if holder else None
 
     def _know_suffix(self, suffix: str) -> None:
         if suffix not in self._suffixes:
@@ -298,11 +343,17 @@ class JobQueue:
             if key not in wakes:
                 wakes.append(key)
             triples += [job.job_id, job.to_json(), wakes.index(key) + 1]
-        args = [token, self.events_maxlen, EventKinds.ENQUEUED, len(jobs), *triples]
+        args = [token, self.events_maxlen, EventKind.ENQUEUED, len(jobs), *triples]
         return int(self._run("enqueue", [k.engine_lease, k.jobs, k.data, k.events, *wakes], args))
 
     def tick(
-        self, token: str, *, max_results: int = 100, repair: bool = False, recover: bool = False
+        self,
+        token: str,
+        *,
+        max_results: int = 100,
+        repair: bool = False,
+        recover: bool = False,
+        lease_ms: int | None = None,
     ) -> TickResult:
         """The engine's periodic script (see tick.lua): renew, then reclaim (at most every
         `reclaim_interval_s`), sweep (`repair`, at most every `repair_interval_s`), collect.
@@ -321,6 +372,9 @@ class JobQueue:
             parts += "g"
             self._buffer.clear()
             self._unacked.clear()
+        # Results the last blocking read brought and not yet handed out come first.
+        buffered = list(self._buffer)
+        self._buffer.clear()
         acks, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
         reply = self._run(
             "tick",
@@ -340,16 +394,16 @@ class JobQueue:
             ],
             [
                 token,
-                self.engine_lease_ms,
+                lease_ms or self.engine_lease_ms,
                 parts,
                 self.max_deliveries,
                 self.events_maxlen,
-                max_results,
+                max(1, max_results - len(buffered)),
                 vram_classes_arg(),
                 RECLAIM_BATCH,
                 self.repair_age_ms,
-                EventKinds.REQUEUED,
-                EventKinds.DEAD,
+                EventKind.REQUEUED,
+                EventKind.DEAD,
                 RESULTS_GROUP,
                 INFLIGHT_LISTED,
                 LETTER_PAYLOAD_LIMIT,
@@ -359,12 +413,13 @@ class JobQueue:
         )
         if int(reply[0]) != 1:
             self._acks = acks + self._acks
+            self._buffer.extend(buffered)
             return TickResult(leader=False)
         in_flight = {}
         for member in reply[1]:
             job_id, _, worker = _s(member).partition("|")
             in_flight[job_id] = worker
-        results = self._delivered(
+        results = buffered + self._delivered(
             [(_s(reply[4][i]), _s(reply[4][i + 1])) for i in range(0, len(reply[4]), 2)]
         )
         for suffix in reply[7]:
@@ -439,9 +494,7 @@ class JobQueue:
 
     def wake_engine(self, reason: str) -> None:
         """Make a blocked engine look at the database now (new episode, retry, pause)."""
-        self.r.xadd(
-            self.keys.results, {"r": json.dumps({"v": 1, "type": "wake", "reason": reason})}
-        )
+        self.r.xadd(self.keys.results, {"r": wake_message(reason)})
 
     def cancel_jobs(self, job_ids: list[str]) -> int:
         """Withdraw waiting jobs and ask holders of in-flight ones to stop."""
@@ -508,7 +561,7 @@ class JobQueue:
         reply = self._run(
             "reserve",
             [k.jobs, k.data, k.inflight, k.events, *k.wake_lists(backends, vram_gb)],
-            [worker_id, self.lease_ms, self.events_maxlen, EventKinds.STARTED, job_id],
+            [worker_id, self.lease_ms, self.events_maxlen, EventKind.STARTED, job_id],
         )
         return (_s(reply[0]), _s(reply[1])) if reply else None
 
@@ -561,7 +614,7 @@ class JobQueue:
                 self.lease_ms,
                 self.events_maxlen,
                 "1" if emit_event else "0",
-                EventKinds.HEARTBEAT,
+                EventKind.HEARTBEAT,
                 *_counted(job_ids),
                 *_counted(_flatten(fields)),
                 *_counted(logs or []),
@@ -582,16 +635,16 @@ class JobQueue:
         backends) also claim the next job waiting for it, in the same round trip. Returns
         (job id, payload) of that job."""
         k = self.keys
-        event = {
-            "job_id": result.job_id,
-            "episode_id": result.episode_id,
-            "worker": worker_id,
-            "status": result.status.value,
-            "backend": result.backend,
-            "error": result.error,
-            "render_s": result.render_s,
-            "uploads": [u.model_dump() for u in result.uploads],
-        }
+        event = FinishedEvent(
+            job_id=result.job_id,
+            episode_id=result.episode_id,
+            worker=worker_id,
+            status=result.status.value,
+            backend=result.backend,
+            error=result.error,
+            render_s=result.render_s,
+            uploads=list(result.uploads),
+        )
         wakes = k.wake_lists(take_next, vram_gb) if take_next else []
         reply = self._run(
             "ack",
@@ -601,10 +654,10 @@ class JobQueue:
                 result.job_id,
                 result.to_json(),
                 self.events_maxlen,
-                json.dumps(event),
+                event.to_json(),
                 "1" if was_cancelled else "0",
-                EventKinds.DONE if result.status == "succeeded" else EventKinds.FAILED,
-                EventKinds.STARTED,
+                EventKind.DONE if result.status == "succeeded" else EventKind.FAILED,
+                EventKind.STARTED,
                 self.lease_ms,
                 "1" if take_next else "0",
             ],
@@ -622,7 +675,7 @@ class JobQueue:
                     job_id,
                     worker_id,
                     self.events_maxlen,
-                    EventKinds.REQUEUED,
+                    EventKind.REQUEUED,
                     "handed back by a worker shutting down",
                 ],
             )
@@ -640,7 +693,7 @@ class JobQueue:
                 reason,
                 worker_id,
                 self.events_maxlen,
-                EventKinds.DEAD,
+                EventKind.DEAD,
                 LETTER_PAYLOAD_LIMIT,
                 payload[:LETTER_PAYLOAD_LIMIT],
             ],
@@ -653,7 +706,7 @@ class JobQueue:
             p.zrem(self.keys.workers, worker_id)
             p.xadd(
                 self.keys.events,
-                {"type": EventKinds.WORKER_GONE, "data": json.dumps({"id": worker_id})},
+                event_fields(EventKind.WORKER_GONE, WorkerGoneEvent(id=worker_id)),
                 maxlen=self.events_maxlen,
                 approximate=True,
             )
@@ -683,12 +736,8 @@ class JobQueue:
         oldest_s = None
         if oldest:
             oldest_s = max(0.0, time.time() - float(oldest[0][1]) / 1000)
-        engine = None
-        if lease:
-            try:
-                engine = {k2: v for k2, v in json.loads(lease).items() if k2 != "nonce"}
-            except ValueError:
-                engine = {"engine": "unknown"}
+        holder = parse_lease_holder(lease)
+        engine = holder.public() if holder else None
         return QueueStats(
             waiting=int(waiting),
             in_flight=int(inflight),
@@ -726,67 +775,58 @@ class JobQueue:
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters first."""
         out = []
-        for job_id, raw in self.r.hgetall(self.keys.dead).items():
-            try:
-                d = json.loads(raw)
-                out.append(
-                    DeadLetter(
-                        job_id=d.get("job_id") or _s(job_id),
-                        reason=d.get("reason", ""),
-                        payload=d.get("payload", ""),
-                        at=float(d.get("at", 0)),
-                        worker=d.get("worker") or "",
-                    )
-                )
-            except (ValueError, TypeError, AttributeError):
-                out.append(DeadLetter(_s(job_id), "corrupt dead-letter entry", _s(raw), 0.0, ""))
+        for ref, raw in self.r.hgetall(self.keys.dead).items():
+            d = parse_dead_letter(raw)
+            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker, _s(ref)))
         out.sort(key=lambda d: d.at, reverse=True)
         return out[:limit]
 
-    def _dead_selection(self, job_ids: list[str] | None) -> tuple[list[str], list[Any]]:
-        """Wake keys and (id, wake index) pairs of the selected letters."""
+    def _dead_selection(self, refs: list[str] | None) -> tuple[list[str], list[Any]]:
+        """Wake keys and (name, job id, wake index) triples of the selected letters (by
+        name: job id or `entry:<sha>`; all if `refs` is empty)."""
         k = self.keys
         letters = self.r.hgetall(k.dead)
         wakes: list[str] = []
-        pairs: list[Any] = []
-        for raw_id, raw in letters.items():
-            job_id = _s(raw_id)
-            if job_ids and job_id not in job_ids:
+        triples: list[Any] = []
+        for raw_ref, raw in letters.items():
+            ref = _s(raw_ref)
+            if refs and ref not in refs:
                 continue
-            index = 0
+            job_id, index = "", 0
             try:
-                job = json.loads(json.loads(raw)["payload"])
+                job = json.loads(parse_dead_letter(raw).payload)
                 key = k.wake_of(str(job["backend"]), float(job.get("min_vram_gb") or 0))
+                job_id = str(job["job_id"])
                 if key not in wakes:
                     wakes.append(key)
                 index = wakes.index(key) + 1
             except (ValueError, KeyError, TypeError, AttributeError):
                 index = 0
-            pairs += [job_id, index]
-        return wakes, pairs
+            triples += [ref, job_id, index]
+        return wakes, triples
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
         k = self.keys
-        wakes, pairs = self._dead_selection(job_ids)
-        if not pairs:
+        wakes, triples = self._dead_selection(job_ids)
+        if not triples:
             return 0, []
         moved, _, refused = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.data, k.events, *wakes],
-            ["requeue", self.events_maxlen, EventKinds.DEAD_CHANGED, len(pairs) // 2, *pairs],
+            ["requeue", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         return int(moved), [_s(x) for x in refused]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
-        _, pairs = self._dead_selection(job_ids)
-        if not pairs:
+        _, triples = self._dead_selection(job_ids)
+        if not triples:
             return 0
         _, dropped, _ = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.data, k.events],
-            ["drop", self.events_maxlen, EventKinds.DEAD_CHANGED, len(pairs) // 2, *pairs],
+            ["drop", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         return int(dropped)
 
@@ -795,7 +835,7 @@ class JobQueue:
             self.r.set(self.keys.paused, "1")
         else:
             self.r.delete(self.keys.paused)
-        self.wake_engine("paused" if paused else "resumed")
+        self.wake_engine(WakeReason.PAUSED if paused else WakeReason.RESUMED)
 
     def read_events(
         self, last_id: str, block_ms: int | None, count: int = 200

@@ -16,32 +16,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: GPU memory classes (GB) for jobs that need a big card. Lua receives them as ARGV.
-VRAM_CLASSES = (8, 16, 24, 32, 48, 80, 141)
+# The memory classes and the wake-list rule are part of the protocol (Lua gets them as ARGV).
+from storyworld.protocol.routing import KNOWN_BACKENDS, VRAM_CLASSES, vram_classes_arg, wake_suffix
 
-#: Backends the engine may route to; their wake lists are passed to its tick.
-DEFAULT_BACKENDS = ("animatic", "animatediff", "svd", "veo", "bench")
+__all__ = [
+    "DEFAULT_BACKENDS",
+    "RESULTS_GROUP",
+    "VRAM_CLASSES",
+    "Keys",
+    "suffixes_of",
+    "vram_classes_arg",
+    "wake_suffix",
+]
+
+#: Backends the engine may route to; their wake lists are passed to its tick (it learns
+#: others from what it enqueues and from the tick's reply).
+DEFAULT_BACKENDS = (*KNOWN_BACKENDS, "bench")
 
 DEFAULT_JOBS = "storyworld:gpu:jobs"
 DEFAULT_RESULTS = "storyworld:gpu:results"
 
 #: Consumer group (and consumer) on the results stream: whichever engine leads reads as it.
 RESULTS_GROUP = "engine"
-
-
-def vram_classes_arg() -> str:
-    """The memory classes as one ARGV value: `8,16,24,...`."""
-    return ",".join(str(c) for c in VRAM_CLASSES)
-
-
-def wake_suffix(backend: str, min_vram_gb: float) -> str:
-    """The wake list of a job: its backend, plus the smallest memory class that fits."""
-    if min_vram_gb <= 0:
-        return backend
-    for c in VRAM_CLASSES:
-        if min_vram_gb <= c:
-            return f"{backend}@{c}"
-    return f"{backend}@{VRAM_CLASSES[-1]}"
 
 
 def suffixes_of(backends: tuple[str, ...] | list[str]) -> list[str]:
@@ -144,6 +140,11 @@ class Keys:
     @property
     def engine_lease(self) -> str:
         return self._k("engine:lease")
+
+    @property
+    def engine_handover(self) -> str:
+        """A busy standby blocks here; an engine stopping cleanly pushes to it (list)."""
+        return self._k("engine:handover")
 
     @property
     def paused(self) -> str:

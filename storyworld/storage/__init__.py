@@ -10,11 +10,14 @@ from storyworld.storage.base import (
     ArtifactStore,
     StorageError,
     StoredObject,
+    audio_key,
     clip_key,
     episode_key,
     keyframe_key,
+    last_frame_key,
     settings_key,
     sha256_file,
+    subtitles_key,
 )
 from storyworld.storage.local import LocalStore
 
@@ -23,13 +26,16 @@ __all__ = [
     "LocalStore",
     "StorageError",
     "StoredObject",
+    "audio_key",
     "clip_key",
     "default_artifact_dir",
     "episode_key",
     "keyframe_key",
+    "last_frame_key",
     "open_store",
     "settings_key",
     "sha256_file",
+    "subtitles_key",
 ]
 
 

@@ -24,6 +24,9 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
     ".jpg": "image/jpeg",
+    ".m4a": "audio/mp4",
+    ".vtt": "text/vtt",
+    ".srt": "application/x-subrip",
 }
 
 
@@ -67,8 +70,23 @@ def settings_key(episode_id: str, beat_index: int, attempt: int) -> str:
     return f"{_beat_dir(episode_id, beat_index, attempt)}/settings.json"
 
 
+def last_frame_key(episode_id: str, beat_index: int, attempt: int) -> str:
+    """A clip's last frame (PNG), where the next beat of the scene starts (continuity)."""
+    return f"{_beat_dir(episode_id, beat_index, attempt)}/last-frame.png"
+
+
+def audio_key(episode_id: str, beat_index: int, attempt: int) -> str:
+    """A beat's speech (AAC in MP4), the same sound as the clip's own audio track."""
+    return f"{_beat_dir(episode_id, beat_index, attempt)}/speech.m4a"
+
+
 def episode_key(episode_id: str) -> str:
     return f"episodes/{episode_id}/episode.mp4"
+
+
+def subtitles_key(episode_id: str, fmt: str) -> str:
+    """`episodes/{episode}/episode.vtt` or `.srt`, beside the episode."""
+    return f"episodes/{episode_id}/episode.{fmt}"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

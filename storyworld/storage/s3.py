@@ -66,9 +66,15 @@ _CHECK_PREFIX = ".storyworld-check"
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidToken", "ExpiredToken", "Unauthorized"}
 _BAD_SECRET_CODES = {"SignatureDoesNotMatch"}
 _TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-    "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-    "TooManyRequests", "RequestLimitExceeded",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "RequestLimitExceeded",
 }
 
 
@@ -90,8 +96,13 @@ def _session() -> boto3.session.Session:
 
 
 def _validate(
-    bucket: str, endpoint: str, access_key: Secret, secret_key: Secret,
-    presign_expiry_s: int, multipart_threshold_mb: float, retry_mode: str,
+    bucket: str,
+    endpoint: str,
+    access_key: Secret,
+    secret_key: Secret,
+    presign_expiry_s: int,
+    multipart_threshold_mb: float,
+    retry_mode: str,
 ) -> None:
     """Refuse settings that cannot work, saying which one and how to fix it."""
     if not bucket:
@@ -112,9 +123,7 @@ def _validate(
                 f"S3_BUCKET and the path in S3_PREFIX (got {endpoint!r})"
             )
     if not 0 < presign_expiry_s <= MAX_PRESIGN_EXPIRY_S:
-        raise ConfigError(
-            f"S3_PRESIGN_EXPIRY must be between 1 and {MAX_PRESIGN_EXPIRY_S} seconds"
-        )
+        raise ConfigError(f"S3_PRESIGN_EXPIRY must be between 1 and {MAX_PRESIGN_EXPIRY_S} seconds")
     if multipart_threshold_mb <= 0:
         raise ConfigError("S3_MULTIPART_THRESHOLD_MB must be positive")
     if retry_mode not in ("standard", "adaptive", "legacy"):
@@ -122,8 +131,13 @@ def _validate(
 
 
 def _client_config(
-    region_name: str | None, path_style: bool, connect_timeout_s: float,
-    read_timeout_s: float, max_attempts: int, retry_mode: str, max_pool_connections: int,
+    region_name: str | None,
+    path_style: bool,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    max_attempts: int,
+    retry_mode: str,
+    max_pool_connections: int,
 ) -> Config:
     """botocore settings that work on R2 and AWS (see the module docstring)."""
     return Config(
@@ -182,8 +196,15 @@ class S3Store(ArtifactStore):
     ) -> None:
         access_key = access_key or Secret("")
         secret_key = secret_key or Secret("")
-        _validate(bucket, endpoint, access_key, secret_key, presign_expiry_s,
-                  multipart_threshold_mb, retry_mode)
+        _validate(
+            bucket,
+            endpoint,
+            access_key,
+            secret_key,
+            presign_expiry_s,
+            multipart_threshold_mb,
+            retry_mode,
+        )
         self.bucket = bucket
         self.endpoint = endpoint.rstrip("/")
         self.region = region or "auto"
@@ -204,8 +225,13 @@ class S3Store(ArtifactStore):
         # botocore start at us-east-1 and follow the bucket's region redirect.
         region_name = None if (self.region == "auto" and not self.endpoint) else self.region
         config = _client_config(
-            region_name, path_style, connect_timeout_s, read_timeout_s, max_attempts,
-            retry_mode, max_pool_connections=max(10, max_concurrency + 2),
+            region_name,
+            path_style,
+            connect_timeout_s,
+            read_timeout_s,
+            max_attempts,
+            retry_mode,
+            max_pool_connections=max(10, max_concurrency + 2),
         )
         with _SESSION_LOCK:
             self._client: Any = _session().client(
@@ -322,8 +348,13 @@ class S3Store(ArtifactStore):
     # -- the ArtifactStore interface ----------------------------------------------------
 
     def put_file(
-        self, key: str, path: str | Path, *, content_type: str | None = None,
-        metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> StoredObject:
         """Upload `path` under `key`; multipart above the configured threshold.
 
@@ -344,15 +375,22 @@ class S3Store(ArtifactStore):
         try:
             with TransferManager(self._client, self._transfer_config) as manager:
                 future = manager.upload(
-                    str(path), self.bucket, self.full_key(key), extra_args=extra,
+                    str(path),
+                    self.bucket,
+                    self.full_key(key),
+                    extra_args=extra,
                     subscribers=subscribers,
                 )
                 future.result()
         except (BotoCoreError, ClientError) as e:
             raise self._error(e, f"upload of {key!r} to {self.describe()} failed") from e
         return StoredObject(
-            key=key, size=size, sha256=digest, content_type=content_type,
-            seconds=time.perf_counter() - start, metadata=user_meta,
+            key=key,
+            size=size,
+            sha256=digest,
+            content_type=content_type,
+            seconds=time.perf_counter() - start,
+            metadata=user_meta,
         )
 
     def head(self, key: str) -> StoredObject | None:
@@ -370,9 +408,12 @@ class S3Store(ArtifactStore):
         meta = dict(resp.get("Metadata") or {})
         digest = meta.pop(_SHA_META, "")
         return StoredObject(
-            key=key, size=int(resp.get("ContentLength") or 0), sha256=digest,
+            key=key,
+            size=int(resp.get("ContentLength") or 0),
+            sha256=digest,
             content_type=resp.get("ContentType") or content_type_for(key),
-            seconds=seconds, metadata=meta,
+            seconds=seconds,
+            metadata=meta,
         )
 
     def get_file(self, key: str, dest: str | Path, *, verify: bool = True) -> StoredObject:
@@ -413,8 +454,11 @@ class S3Store(ArtifactStore):
                 pass
             raise
         return StoredObject(
-            key=key, size=info.size, sha256=info.sha256 or digest,
-            content_type=info.content_type, seconds=time.perf_counter() - start,
+            key=key,
+            size=info.size,
+            sha256=info.sha256 or digest,
+            content_type=info.content_type,
+            seconds=time.perf_counter() - start,
             metadata=info.metadata,
         )
 
@@ -479,18 +523,22 @@ class S3Store(ArtifactStore):
         what = self.describe()
         try:
             self._client.put_object(
-                Bucket=self.bucket, Key=full, Body=b"storyworld check\n",
+                Bucket=self.bucket,
+                Key=full,
+                Body=b"storyworld check\n",
                 ContentType="text/plain",
             )
         except ClientError as e:
             err = self._error(e, f"storage check failed for {what}")
             denied = _code(e) == "AccessDenied" or _status(e) == 403
             if denied and _code(e) not in _BAD_KEY_CODES | _BAD_SECRET_CODES:
-                err = StorageError(self._clean(
-                    f"storage check failed for {what}: the credentials may not write to "
-                    f"bucket {self.bucket!r}; give them write permission (on R2: an API "
-                    "token with Object Read & Write on this bucket)"
-                ))
+                err = StorageError(
+                    self._clean(
+                        f"storage check failed for {what}: the credentials may not write to "
+                        f"bucket {self.bucket!r}; give them write permission (on R2: an API "
+                        "token with Object Read & Write on this bucket)"
+                    )
+                )
             raise err from e
         except BotoCoreError as e:
             raise self._error(e, f"storage check failed for {what}") from e

@@ -16,10 +16,12 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.css.query import NoMatches
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 
 from storyworld.config import ConfigError, redact
+from storyworld.engine.jobs import JobQuery
 from storyworld.engine.models import IllegalTransition
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.services import NotFound
@@ -30,6 +32,7 @@ from storyworld.tui.dashboard import Dashboard
 from storyworld.tui.data import Snapshot
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
 from storyworld.tui.source import Source
@@ -50,6 +53,7 @@ class ActionsLike(Protocol):
     def retry(self, episode_id: str, beat: int | None = None) -> dict[str, Any]: ...
     def cancel(self, episode_id: str) -> dict[str, Any]: ...
     def requeue_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
+    def bulk_jobs(self, query: JobQuery, action: str, expect: int) -> dict[str, Any]: ...
     def drop_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
     def set_paused(self, paused: bool) -> None: ...
 
@@ -191,6 +195,18 @@ class ConsoleApp(App[int]):
     async def action_quit(self) -> None:
         self.request_quit()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications carry ids, errors and user text: never read as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     # ------------------------------------------------------------------ palette
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         own = commands_for(getattr(screen, "SCREEN_ID", ""), read_only=self.read_only)
@@ -200,7 +216,10 @@ class ConsoleApp(App[int]):
                 yield cmd
         for c in own:
             key = c.key_display or c.key
-            yield SystemCommand(c.title, f"{c.help}  [{key}]", partial(screen.run_action, c.action))
+            # Palette help is Textual markup: a key such as "/" would read as a closing tag.
+            yield SystemCommand(
+                escape(c.title), escape(f"{c.help}  [{key}]"), partial(screen.run_action, c.action)
+            )
 
     # ------------------------------------------------------------------ I/O helpers
     def run_io(
@@ -260,6 +279,9 @@ class ConsoleApp(App[int]):
 
     def open_dead_letters(self) -> None:
         self.push_screen(DeadLettersScreen())
+
+    def open_jobs(self, query: str = "") -> None:
+        self.push_screen(JobsScreen(query))
 
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:
@@ -359,6 +381,22 @@ class ConsoleApp(App[int]):
             lambda: actions.drop_dead(job_ids),
             lambda out: self.notify(f"Dropped {out['dropped']} dead letter(s)", timeout=5),
         )
+
+    def bulk_jobs(self, query: JobQuery, action: str, expect: int) -> None:
+        """Apply a bulk action to what `query` selects (the operator confirmed `expect`)."""
+        actions = self.actions
+        if actions is None:
+            return
+
+        def done(out: dict[str, Any]) -> None:
+            msg = f"{action.capitalize()}: {out['done']} of {out['selected']} job(s)"
+            if out.get("skipped"):
+                msg += f"; skipped {len(out['skipped'])}: {out['skipped'][0]}"
+            self.notify(msg, timeout=6)
+            if isinstance(self.screen, JobsScreen):
+                self.screen.load()
+
+        self._act(action.capitalize(), lambda: actions.bulk_jobs(query, action, expect), done)
 
     def copy_link(self, key: str) -> None:
         """Copy an artifact's link (presigned URL, public URL or file URL)."""

@@ -15,11 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from storyworld.config import redact
-from storyworld.engine import services
-from storyworld.engine.orchestrator import Orchestrator
+from storyworld.engine import jobs, services
+from storyworld.engine.host import EngineHost as _Host
 from storyworld.engine.planner import ScriptPlan
 from storyworld.engine.runtime import Runtime
 
@@ -88,9 +86,8 @@ class EngineHost:
     ) -> None:
         self.rt = rt
         self.ring = ring or RingLog()
-        self.orchestrator = Orchestrator(
-            rt.settings, rt.sessions, rt.queue, rt.store, engine_id=engine_id
-        )
+        self.host = _Host(rt, engine_id=engine_id)
+        self.orchestrator = self.host.engine
         self.workers = workers
         self.backends = backends or [rt.settings.default_backend]
         self.fleet: Any = None
@@ -104,10 +101,7 @@ class EngineHost:
 
     def start(self) -> None:
         self._detach = self.ring.attach()
-        self._thread = threading.Thread(
-            target=self.orchestrator.run, args=(self._stop,), name="engine", daemon=True
-        )
-        self._thread.start()
+        self.host.start()
         if self.workers:
             from storyworld.localfleet import LocalFleet
 
@@ -137,14 +131,7 @@ class EngineHost:
         if self.fleet is not None:
             self.fleet.stop(grace_s=grace_s)
             self.fleet = None
-        self.orchestrator.stop()
-        try:
-            self.rt.queue.wake_engine("console stopping")
-        except (redis.RedisError, OSError):
-            pass
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.host.stop()
         if self._detach is not None:
             self._detach()
             self._detach = None
@@ -181,6 +168,19 @@ class Actions:
         self._done(f"retry {which} of episode {detail['id']}")
         return detail
 
+    def approve(self, episode_id: str, beat: int | None = None) -> dict[str, Any]:
+        """Approve beat `beat`'s keyframe (1-based), or every beat's."""
+        detail = services.approve_episode(self.rt, episode_id, beat)
+        which = f"beat {beat}" if beat is not None else "every beat"
+        self._done(f"approved the keyframe of {which} of episode {detail['id']}")
+        return detail
+
+    def reroll(self, episode_id: str, beat: int, seed: int | None = None) -> dict[str, Any]:
+        """Draw beat `beat`'s keyframe (1-based) again."""
+        detail = services.reroll_beat(self.rt, episode_id, beat, seed=seed)
+        self._done(f"re-rolled the keyframe of beat {beat} of episode {detail['id']}")
+        return detail
+
     def cancel(self, episode_id: str) -> dict[str, Any]:
         detail = services.cancel_episode(self.rt, episode_id)
         self._done(f"cancelled episode {detail['id']}")
@@ -194,6 +194,11 @@ class Actions:
     def drop_dead(self, job_ids: list[str] | None) -> dict[str, Any]:
         out = services.drop_dead(self.rt, job_ids)
         self._done(f"dropped {out['dropped']} dead letter(s)")
+        return out
+
+    def bulk_jobs(self, query: jobs.JobQuery, action: str, expect: int) -> dict[str, Any]:
+        out = jobs.bulk(self.rt, query, action, expect=expect)
+        self._done(f"{action} {out['done']} of {out['selected']} job(s) ({query.describe()})")
         return out
 
     def set_paused(self, paused: bool) -> None:

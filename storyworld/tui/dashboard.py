@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 
@@ -192,7 +193,7 @@ class Dashboard(LiveScreen):
         self.query_one("#engine-log", LogPane).set_lines(snap.engine_log)
         wl = self.query_one("#worker-log", LogPane)
         wl.set_lines(snap.worker_log)
-        title = f"Worker log: {snap.worker_log_id}" if snap.worker_log_id else "Worker log"
+        title = f"Worker log: {escape(snap.worker_log_id)}" if snap.worker_log_id else "Worker log"
         set_if_changed(wl, "border_title", title)
         if not snap.engine_log and snap.engine.role == "off":
             set_if_changed(
@@ -349,13 +350,7 @@ class Dashboard(LiveScreen):
     def action_toggle_pause(self) -> None:
         self.console.toggle_pause()
 
-    def action_dead_letters(self) -> None:
-        self.console.open_dead_letters()
-
     def action_filter_logs(self) -> None:
         flt = self.query_one("#filter", Input)
         flt.display = True
         flt.focus()
-
-    def action_quit(self) -> None:
-        self.console.request_quit()

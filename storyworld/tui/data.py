@@ -201,6 +201,12 @@ class DeadLetterView:
     payload: str
     at: float
     worker: str
+    #: How actions name it: the job id, else `entry:<hash>` for an unreadable entry.
+    ref: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.ref or self.job_id
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,9 @@ class DeadLettersScreen(LiveScreen):
         set_content(self.query_one("#dead-header", Static), header)
         rows = [
             Row(
-                d.job_id or f"corrupt-{i}",
+                d.key or f"corrupt-{i}",
                 (
-                    (d.job_id or "(unreadable)", "plain"),
+                    (d.job_id or f"(unreadable) {d.ref}", "plain" if d.job_id else "warning"),
                     (fmt.clock_time(d.at), "muted"),
                     (d.worker or "–", "muted"),
                     (d.reason.splitlines()[0][:200] if d.reason else "", "error"),
@@ -87,7 +87,7 @@ class DeadLettersScreen(LiveScreen):
         key = self.query_one("#dead", KeyedTable).highlighted_key
         if key is None or not self.letters:
             return None
-        return next((d for d in self.letters if d.job_id == key), None)
+        return next((d for d in self.letters if d.key == key), None)
 
     def _show_payload(self) -> None:
         d = self._letter()
@@ -111,9 +111,10 @@ class DeadLettersScreen(LiveScreen):
         if d is None:
             self.notify(f"No dead letter to {verb}", severity="warning", timeout=3)
             return
+        name = d.job_id or f"{d.ref} (unreadable: no job id)"
         self.confirm(
-            f"{verb.capitalize()} dead letter {d.job_id}?",
-            lambda: then(d.job_id),
+            f"{verb.capitalize()} dead letter {name}?",
+            lambda: then(d.key),
             yes=verb.capitalize(),
         )  # type: ignore[operator]
 

@@ -201,6 +201,11 @@ class EpisodeScreen(LiveScreen):
             return
         self.console.copy_link(beat["clip_key"])
 
+    def action_open_keyframes(self) -> None:
+        from storyworld.tui.keyframes import KeyframesScreen
+
+        self.app.push_screen(KeyframesScreen(self.episode_id))
+
     def action_copy_episode_link(self) -> None:
         if not self.detail or not self.detail.get("output_key"):
             self.notify("The episode is not composed yet", severity="warning", timeout=3)

@@ -33,6 +33,7 @@ WORKER_STATES = {
 EPISODE_STATES = {
     "planned": ("◇", "muted"),
     "rendering": ("▶", "accent"),
+    "awaiting_approval": ("⏸", "warning"),
     "composing": ("◆", "accent"),
     "completed": ("✓", "success"),
     "failed": ("✗", "error"),

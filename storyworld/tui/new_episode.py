@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
 
 from storyworld.engine.planner import ScriptError, ScriptPlan
@@ -67,7 +68,7 @@ class NewEpisodeScreen(LiveScreen):
     def on_mount(self) -> None:
         self.query_one("#new-right").border_title = "Planned beats"
         area = self.query_one("#script", TextArea)
-        area.border_title = "Script: one paragraph per beat, [4s] sets a duration"
+        area.border_title = escape("Script: one paragraph per beat, [4s] sets a duration")
         if self.console.steady:
             area.cursor_blink = False
             self.query_one("#title", Input).cursor_blink = False

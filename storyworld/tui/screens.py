@@ -54,6 +54,15 @@ class LiveScreen(Screen[None]):
     def action_back(self) -> None:
         self.dismiss(None)
 
+    def action_dead_letters(self) -> None:
+        self.console.open_dead_letters()
+
+    def action_open_jobs(self) -> None:
+        self.console.open_jobs()
+
+    def action_quit(self) -> None:
+        self.console.request_quit()
+
     def action_refresh(self) -> None:
         self.console.source.refresh()
         self.notify("Reading Redis and the database now", timeout=2)

@@ -33,7 +33,9 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import mask_url, redact
+from storyworld.engine import jobs as job_browser
 from storyworld.engine import services
+from storyworld.engine.jobs import JobQuery
 from storyworld.engine.runtime import Runtime
 from storyworld.queue import JobQueue, connect, describe_redis_error
 from storyworld.storage import StorageError
@@ -73,6 +75,9 @@ class Source(Protocol):
     def select_worker(self, worker_id: str | None) -> None: ...
     def keyframe(self, key: str) -> Image.Image: ...
     def link(self, key: str) -> str: ...
+    def jobs(self, query: JobQuery, offset: int, limit: int) -> dict[str, Any]: ...
+    def job(self, job_id: str) -> dict[str, Any]: ...
+    def count_jobs(self, query: JobQuery, action: str | None = None) -> int: ...
 
 
 def describe_deployment(rt: Runtime) -> str:
@@ -256,6 +261,19 @@ class LiveSource:
             cache.popitem(last=False)
         return image
 
+    # Jobs are read on demand (the Jobs screen), from the database: one page at a time.
+    def jobs(self, query: JobQuery, offset: int, limit: int) -> dict[str, Any]:
+        return job_browser.browse(self.rt, query, offset, limit)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        detail = job_browser.job_detail(self.rt, job_id)
+        if detail.get("worker"):
+            self._count(1)  # the worker's log lines
+        return detail
+
+    def count_jobs(self, query: JobQuery, action: str | None = None) -> int:
+        return job_browser.count(self.rt, query, action)
+
     def link(self, key: str) -> str:
         """An artifact's link: presigned (or public) URL on S3, a file URL locally."""
         try:
@@ -430,7 +448,7 @@ class LiveSource:
                 self._worker_log = ()
             if want_dead and (dead_dirty or force_dead or self._dead is None):
                 self._dead = tuple(
-                    DeadLetterView(d.job_id, redact(d.reason), d.payload, d.at, d.worker)
+                    DeadLetterView(d.job_id, redact(d.reason), d.payload, d.at, d.worker, d.ref)
                     for d in self.queue.dead_letters(100)
                 )
                 self._count(1)
@@ -674,6 +692,41 @@ class FixedSource:
 
     def link(self, key: str) -> str:
         return f"https://artifacts.example/{key}"
+
+    def _fixed_jobs(self, query: JobQuery, action: str | None = None) -> list[dict[str, Any]]:
+        detail = self.snapshot.episode or {}
+        rows = []
+        for b in detail.get("beats", []):
+            for j in b.get("jobs", []):
+                state = job_browser.NAME_OF.get(j["state"], j["state"])
+                rows.append({**j, "state": state, "episode_id": detail["id"],
+                             "beat_index": b["index"], "prompt": b["text"],
+                             "payload": "{}"})  # fmt: skip
+        want = job_browser.STATES.get(query.state or "")
+        states = job_browser.BULK_ACTIONS.get(action or "")
+        return [
+            r for r in rows
+            if (not want or job_browser.STATES[r["state"]] == want)
+            and (not query.backend or r["backend"] == query.backend)
+            and (not query.worker or r["worker"] == query.worker)
+            and (not query.episode or r["episode_id"].startswith(query.episode))
+            and (not query.text or query.text in r["job_id"] or query.text in r["prompt"])
+            and (not states or job_browser.STATES[r["state"]] in states)
+        ]  # fmt: skip
+
+    def jobs(self, query: JobQuery, offset: int, limit: int) -> dict[str, Any]:
+        rows = self._fixed_jobs(query)
+        return {"total": len(rows), "offset": offset, "limit": limit,
+                "jobs": rows[offset : offset + limit]}  # fmt: skip
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        for r in self._fixed_jobs(JobQuery()):
+            if r["job_id"] == job_id:
+                return {**r, "attempts": [r], "history": [], "log": []}
+        raise services.NotFound(f"no job {job_id!r}")
+
+    def count_jobs(self, query: JobQuery, action: str | None = None) -> int:
+        return len(self._fixed_jobs(query, action))
 
     def keyframe(self, key: str) -> Image.Image:
         if key not in self.keyframes:

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--result-queue", help="Redis list for results (RESULT_QUEUE)")
     p.add_argument("--worker-id", help="name shown in the console (default host-pid-xxxx)")
     p.add_argument("--warm-up", action="store_true", help="load models before taking jobs")
+    p.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="exit 0 if this machine's worker sent a heartbeat within HEARTBEAT_TTL_SECONDS "
+        "(reads WORKER_HEALTH_DIR; for a container HEALTHCHECK), else 1",
+    )
     p.add_argument("--env-file", default=".env", help="settings file (default .env)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -101,6 +107,18 @@ def choose_backends(settings: Settings, wanted: list[str] | None) -> dict[str, R
     return chosen
 
 
+def healthcheck(settings: Settings) -> int:
+    """The worker's own heartbeat, read from local disk (no Redis command)."""
+    from storyworld.worker.health import check_health
+
+    if not settings.worker_health_dir:
+        print("unhealthy: WORKER_HEALTH_DIR is not set, so no worker writes its heartbeat")
+        return 1
+    ok, line = check_health(settings.worker_health_dir, settings.heartbeat_ttl_s)
+    print(line if ok else f"unhealthy: {line}")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -114,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"storyworld-worker: {e}", file=sys.stderr)
         return 2
+    if args.healthcheck:
+        return healthcheck(settings)
     buffer = LogBuffer(settings.worker_log_lines_interval_s)
     setup_logging(args.log_file or settings.worker_log_file or None, args.verbose, buffer)
     if not settings.redis_url:

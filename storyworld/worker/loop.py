@@ -15,7 +15,6 @@ Redis going away makes every thread wait and retry with backoff; nothing is drop
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import queue as stdqueue
@@ -37,19 +36,23 @@ from storyworld.config import Settings, redact
 from storyworld.protocol import (
     ArtifactRef,
     ErrorKind,
+    Heartbeat,
     Job,
     ProtocolError,
     Result,
     ResultStatus,
     UploadEvent,
+    WorkerState,
     parse_job,
 )
 from storyworld.queue import JobQueue, Reservation
 from storyworld.storage import (
     ArtifactStore,
     StorageError,
+    audio_key,
     clip_key,
     keyframe_key,
+    last_frame_key,
     settings_key,
 )
 from storyworld.worker.backends.base import (
@@ -61,6 +64,8 @@ from storyworld.worker.backends.base import (
 )
 from storyworld.worker.encode import EncodedClip, encode_output
 from storyworld.worker.gpu import gpu_status, vram_gb
+from storyworld.worker.health import remove_health, write_health
+from storyworld.worker.voice import voice_stage
 
 __all__ = ["LogBuffer", "Worker"]
 
@@ -179,29 +184,29 @@ class Worker:
         self._parent_pid = int(parent) if parent.isdigit() else 0
 
     # --------------------------------------------------------------- heartbeat
-    def heartbeat_fields(self) -> dict[str, Any]:
+    def heartbeat_fields(self) -> dict[str, str]:
         with self._lock:
             held = list(self.held.values())
         current = next((h for h in held if h.stage == "rendering"), held[0] if held else None)
         gpu = gpu_status()
-        fields: dict[str, Any] = {
-            "id": self.id,
-            "host": self.host,
-            "pid": str(os.getpid()),
-            "backends": ",".join(self.backend_names),
-            "version": __version__,
-            "started_at": f"{self.started_at:.3f}",
-            "done": str(self.done),
-            "failed": str(self.failed),
-            "gpu": json.dumps(gpu) if gpu else "",
-            "state": "draining" if self.stopping.is_set() else ("busy" if held else "idle"),
-            "job": current.job.job_id if current else "",
-            "episode": current.job.episode_id if current else "",
-            "beat": str(current.job.beat_index) if current else "",
-            "stage": current.stage if current else "",
-            "progress": f"{current.step / current.steps:.3f}" if current and current.steps else "",
-        }
-        return fields
+        state = WorkerState.DRAINING if self.stopping.is_set() else None
+        return Heartbeat(
+            id=self.id,
+            host=self.host,
+            pid=str(os.getpid()),
+            backends=",".join(self.backend_names),
+            version=__version__,
+            started_at=f"{self.started_at:.3f}",
+            done=str(self.done),
+            failed=str(self.failed),
+            gpu=Heartbeat.gpu_json(gpu),
+            state=state or (WorkerState.BUSY if held else WorkerState.IDLE),
+            job=current.job.job_id if current else "",
+            episode=current.job.episode_id if current else "",
+            beat=str(current.job.beat_index) if current else "",
+            stage=current.stage if current else "",
+            progress=f"{current.step / current.steps:.3f}" if current and current.steps else "",
+        ).to_fields()
 
     def _take_logs(self, force: bool = False) -> list[str]:
         return self.logs.take(force) if self.logs else []
@@ -221,6 +226,13 @@ class Worker:
         )
         self._last_signature = signature
         self._last_hb = time.monotonic()
+        if self.settings.worker_health_dir:
+            try:
+                write_health(self.settings.worker_health_dir, self.id, {
+                    "state": fields.get("state", ""), "job": fields.get("job", ""),
+                })  # fmt: skip
+            except OSError as e:  # the health file is for a probe; never stop work for it
+                log.warning("cannot write the health file: %s", e)
         with self._lock:
             for job_id in reply.lost:
                 h = self.held.get(job_id)
@@ -393,6 +405,8 @@ class Worker:
             backend = self.backends.get(job.backend)
             if backend is None:
                 raise PermanentRenderError(f"this worker has no {job.backend} backend")
+            # A keyframe job draws a still: no speech, no clip.
+            job, speech = voice_stage(job) if job.kind != "keyframe" else (job, None)
             ctx = RenderContext(
                 job=job,
                 workdir=workdir,
@@ -400,10 +414,13 @@ class Worker:
                 report_progress=held.set_progress,
                 cancel_event=held.cancel,
                 fetch_artifact=self._fetch_artifact,
+                speech=speech,
             )
             out = backend.render(ctx)
             ctx.check_cancelled()
-            encoded = encode_output(job, out, workdir)
+            if speech is not None:
+                out.model_info["speech"] = speech.info()
+            encoded = encode_output(job, out, workdir, speech)
             render_s = time.time() - started
             log.info("job %s rendered %d frames in %.1f s", job.job_id, encoded.frames, render_s)
             held.stage = "uploading"
@@ -559,7 +576,7 @@ class Worker:
 
     def _upload_and_ack(self, held: HeldJob, encoded: EncodedClip, info: dict[str, Any]) -> None:
         job = held.job
-        files = [
+        files: list[tuple[str, str, Path]] = [
             ("clip", clip_key(job.episode_id, job.beat_index, job.attempt), encoded.clip),
             (
                 "keyframe",
@@ -572,6 +589,15 @@ class Worker:
                 encoded.settings,
             ),
         ]
+        if job.kind == "keyframe":
+            files = files[1:]
+        if encoded.last_frame is not None:
+            key = last_frame_key(job.episode_id, job.beat_index, job.attempt)
+            files.append(("last_frame", key, encoded.last_frame))
+        if encoded.audio is not None:
+            files.append(
+                ("audio", audio_key(job.episode_id, job.beat_index, job.attempt), encoded.audio)
+            )
         artifacts: list[ArtifactRef] = []
         uploads: list[UploadEvent] = []
         try:
@@ -696,4 +722,6 @@ class Worker:
             self.queue.forget_worker(self.id)
         except REDIS_ERRORS:
             pass
+        if self.settings.worker_health_dir:
+            remove_health(self.settings.worker_health_dir, self.id)
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)

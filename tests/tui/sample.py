@@ -163,7 +163,7 @@ def snapshot() -> Snapshot:
                                 "height": 288, "fps": 12, "seconds": 4.0}}), NOW - 700,
                        "runpod-l4-1"),
         DeadLetterView("", "job message cannot be read: invalid JSON", "{not json", NOW - 1500,
-                       "runpod-a100-2"),
+                       "runpod-a100-2", "entry:5d41402abc4b2a76"),
     )  # fmt: skip
     return Snapshot(
         deployment="rediss://default:****@eu1-upstash.example:6379",

@@ -19,7 +19,11 @@ local lost, cancelled = {}, {}
 local any_cancelled = #jobs > 0 and redis.call('EXISTS', KEYS[5]) == 1
 for i = 1, #jobs do
   local id = jobs[i]
-  if redis.call('ZADD', KEYS[4], 'XX', 'CH', now + tonumber(ARGV[3]), id .. '|' .. worker) == 0 then
+  local member = id .. '|' .. worker
+  -- CH counts 0 also when the deadline is unchanged (renewed within the same millisecond):
+  -- only a member that is gone means the lease was lost.
+  if redis.call('ZADD', KEYS[4], 'XX', 'CH', now + tonumber(ARGV[3]), member) == 0
+      and not redis.call('ZSCORE', KEYS[4], member) then
     lost[#lost + 1] = id
   elseif any_cancelled and redis.call('SISMEMBER', KEYS[5], id) == 1 then
     cancelled[#cancelled + 1] = id

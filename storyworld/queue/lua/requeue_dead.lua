@@ -1,28 +1,29 @@
 -- Operator: move dead letters back to the front of their wake lists (or drop them).
 -- KEYS: dead, jobs, data, events, wake lists of the selected letters
--- ARGV: mode ('requeue' | 'drop'), events_maxlen, dead_changed_kind, n, then n pairs
---       (job id, index of its wake list among the wake KEYS from 1; 0: payload unreadable)
+-- ARGV: mode ('requeue' | 'drop'), events_maxlen, dead_changed_kind, n, then n triples
+--       (the letter's name in the dead hash: its job id or `entry:<sha>`; the job id of its
+--       payload; index of its wake list among the wake KEYS from 1, 0: payload unreadable)
 local moved, dropped, refused = 0, 0, {}
 local now
 for i = 0, tonumber(ARGV[4]) - 1 do
-  local id, w = ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i])
-  local entry = redis.call('HGET', KEYS[1], id)
+  local ref, id, w = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
+  local entry = redis.call('HGET', KEYS[1], ref)
   if entry then
     if ARGV[1] == 'drop' then
-      redis.call('HDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[1], ref)
       dropped = dropped + 1
     else
       local ok, dl = pcall(cjson.decode, entry)
       local job = ok and type(dl) == 'table' and type(dl.payload) == 'string' and decode(dl.payload)
-      if job and w > 0 then
+      if job and w > 0 and job.job_id == id then
         now = now or now_ms()
         redis.call('HSET', KEYS[3], id, with_delivery(dl.payload, 1))
         redis.call('ZADD', KEYS[2], now, id)
         redis.call('RPUSH', KEYS[4 + w], id)
-        redis.call('HDEL', KEYS[1], id)
+        redis.call('HDEL', KEYS[1], ref)
         moved = moved + 1
       else
-        refused[#refused + 1] = id
+        refused[#refused + 1] = ref
       end
     end
   end

@@ -17,6 +17,9 @@ REGISTRY: dict[str, str] = {
     "animatediff": "storyworld.worker.backends.animatediff:AnimateDiffBackend",
     "svd": "storyworld.worker.backends.svd:SVDBackend",
     "veo": "storyworld.worker.backends.veo:VeoBackend",
+    "wan": "storyworld.worker.backends.wan:WanBackend",
+    "ltx": "storyworld.worker.backends.ltx:LTXBackend",
+    "keyframe": "storyworld.worker.backends.keyframe:KeyframeBackend",
 }
 
 KNOWN_BACKENDS = tuple(REGISTRY)

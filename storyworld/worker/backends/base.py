@@ -67,6 +67,9 @@ class RenderContext:
     report_progress: Callable[[int, int], None] = lambda step, total: None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     fetch_artifact: Callable[[str, Path], Path] | None = None
+    #: The beat's speech from the voice stage (a `BeatSpeech`), when it has dialogue:
+    #: backends that draw subtitles time them by its cues.
+    speech: Any = None
 
     def progress(self, step: int, total: int) -> None:
         """Report step i of n; raises RenderCancelled if the job should stop."""

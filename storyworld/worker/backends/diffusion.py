@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = [
+    "OFFLOAD_MODES",
     "PIPELINES",
     "ModelMissing",
     "Placement",
@@ -53,11 +54,13 @@ __all__ = [
     "make_generator",
     "model_problem",
     "pick_seed",
+    "place_pipeline",
     "quiet_progress_bars",
     "run_releasing_on_oom",
     "snap_size",
     "step_callback",
     "versions",
+    "video_frame_count",
 ]
 
 _GPU_PACKAGES = ("torch", "diffusers", "transformers", "accelerate")
@@ -424,3 +427,44 @@ def quiet_progress_bars(pipe: Any) -> None:
         pipe.set_progress_bar_config(disable=True)
     except Exception:
         pass
+
+
+#: GPU_OFFLOAD values: keep the whole pipeline on the GPU, move whole models in and out
+#: of it (about a third of the memory, a little slower), or stream layer by layer (the
+#: least memory, much slower).
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
+def place_pipeline(pipe: Any, placement: Placement, offload: str = "none") -> str:
+    """Put `pipe` where it runs, with `GPU_OFFLOAD` and VAE tiling applied on CUDA.
+
+    Returns the offload mode in effect ("none" on the CPU, where offloading means
+    nothing). VAE tiling decodes large frames in tiles so the decoder's peak does not
+    decide the card a clip needs.
+    """
+    mode = offload if offload in OFFLOAD_MODES else "none"
+    if placement.device != "cuda":
+        pipe.to(placement.device)
+        return "none"
+    if mode == "model":
+        pipe.enable_model_cpu_offload()
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(placement.device)
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    return mode
+
+
+def video_frame_count(wanted: int, multiple: int, cap: int) -> int:
+    """The frame count a video model accepts closest to `wanted`: `multiple * k + 1`
+    (Wan: 4, LTX: 8), at least one step of motion, at most `cap` (0: no cap)."""
+    k = max(1, round((wanted - 1) / multiple))
+    n = multiple * k + 1
+    if cap:
+        while n > cap and k > 1:
+            k -= 1
+            n = multiple * k + 1
+    return n
