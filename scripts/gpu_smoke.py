@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""GPU smoke benchmark for the AnimateDiff and SVD backends, without downloading weights.
+"""GPU smoke benchmark for the AnimateDiff, SVD, Wan and LTX-Video backends, without
+downloading weights.
 
 Builds the pipelines at their real sizes (the Stable Diffusion 1.5 UNet, VAE and CLIP text
 encoder with the v1-5-2 motion adapter; the SVD UNet, temporal VAE and CLIP ViT-H image
@@ -8,6 +9,10 @@ encoder) with random weights — the same arithmetic as the real models — save
 
 - a 16-frame 512x512 AnimateDiff clip (25 steps, classifier-free guidance), and
 - a 14-frame 1024x576 SVD clip (25 steps),
+- a 49-frame 1280x704 Wan 2.2 TI2V-5B clip (the 5B transformer, the Wan 2.2 VAE and a
+  UMT5-XXL text encoder; `--only wan`), and
+- a 65-frame 768x512 LTX-Video clip (the 2B transformer, its VAE and a T5-XXL text
+  encoder; `--only ltx`),
 
 in bf16 (fp16 with `--dtype fp16`), reporting load time, render time, seconds per step
 and peak GPU memory. The output is a Markdown table (and JSON with `--json`).
@@ -25,6 +30,7 @@ import argparse
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -241,6 +247,169 @@ def build_svd(folder: Path, tiny: bool, device: str) -> None:
     del pipe, unet, vae, image_encoder
 
 
+def _t5_tokenizer(folder: Path) -> Path:
+    """A T5 tokenizer built offline (a Unigram model over characters and a few words):
+    the real models' tokenizers only change which ids a prompt gets, not the arithmetic."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    for ch in string.ascii_letters + string.digits + string.punctuation:
+        vocab += [("\u2581" + ch, -2.0), (ch, -3.0)]
+    vocab.append(("\u2581", -4.0))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    T5TokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_ids=0, model_max_length=512,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+def _t5_encoder(tiny: bool, umt5: bool, vocab: int) -> Any:
+    """T5-XXL (LTX) or UMT5-XXL (Wan) encoder: 24 layers, d_model 4096, 64 heads."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    if tiny:
+        config = config_cls(
+            vocab_size=vocab, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+        )  # fmt: skip
+    else:
+        config = config_cls(
+            vocab_size=256384 if umt5 else 32128, d_model=4096, d_kv=64, d_ff=10240,
+            num_layers=24, num_heads=64, feed_forward_proj="gated-gelu",
+            relative_attention_num_buckets=32, pad_token_id=0, eos_token_id=1,
+        )  # fmt: skip
+    return model_cls(config)
+
+
+def _save_half(pipe: Any, folder: Path, tiny: bool) -> None:
+    """Save in bf16 at real sizes (a 5B transformer and a 5.7B encoder in float32 would
+    need 43 GB of disk)."""
+    import torch
+
+    if not tiny:
+        for name in ("transformer", "text_encoder", "vae"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(torch.bfloat16)
+    pipe.save_pretrained(folder)
+
+
+def build_wan(folder: Path, tiny: bool, device: str) -> None:
+    """Wan 2.2 TI2V-5B: transformer (30 layers, 24 heads x 128, ffn 14336, 48 latent
+    channels), the Wan 2.2 VAE (16x spatial, 4x temporal, 48 channels) and UMT5-XXL."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_t5_tokenizer(folder.parent / "t5-tokenizer"))
+    torch.manual_seed(0)
+    with torch.device(device):
+        if tiny:
+            transformer = WanTransformer3DModel(
+                patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                in_channels=48, out_channels=48, text_dim=32, freq_dim=256, ffn_dim=32,
+                num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                rope_max_seq_len=32,
+            )  # fmt: skip
+            vae = AutoencoderKLWan(
+                base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True,
+                patch_size=2, latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+                dim_mult=[1, 1, 1, 1], num_res_blocks=1, scale_factor_spatial=16,
+                scale_factor_temporal=4, temperal_downsample=[False, True, True],
+            )  # fmt: skip
+        else:
+            transformer = WanTransformer3DModel(
+                patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128,
+                in_channels=48, out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336,
+                num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                eps=1e-6, rope_max_seq_len=1024,
+            )  # fmt: skip
+            vae = AutoencoderKLWan(
+                base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12,
+                out_channels=12, is_residual=True, patch_size=2, dim_mult=[1, 2, 4, 4],
+                num_res_blocks=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                temperal_downsample=[False, True, True], latents_mean=[0.0] * 48,
+                latents_std=[1.0] * 48,
+            )  # fmt: skip
+        text_encoder = _t5_encoder(tiny, umt5=True, vocab=len(tokenizer))
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+        transformer_2=None,
+        boundary_ratio=None,
+        expand_timesteps=True,
+    )
+    _save_half(pipe, folder, tiny)
+    del pipe, transformer, vae, text_encoder
+
+
+def build_ltx(folder: Path, tiny: bool, device: str) -> None:
+    """LTX-Video 0.9: the 2B transformer (28 layers, 32 heads x 64), its VAE (32x
+    spatial, 8x temporal, 128 channels: diffusers' defaults) and T5-XXL."""
+    import torch
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_t5_tokenizer(folder.parent / "t5-tokenizer"))
+    torch.manual_seed(0)
+    with torch.device(device):
+        if tiny:
+            transformer = LTXVideoTransformer3DModel(
+                in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
+                num_layers=1, caption_channels=32,
+            )  # fmt: skip
+            vae = AutoencoderKLLTXVideo(
+                in_channels=3, out_channels=3, latent_channels=8,
+                block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+                spatio_temporal_scaling=(True, True, False, False),
+                decoder_spatio_temporal_scaling=(True, True, False, False),
+                decoder_inject_noise=(False, False, False, False, False),
+                upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+                timestep_conditioning=False, patch_size=1, patch_size_t=1,
+                encoder_causal=True, decoder_causal=False,
+            )  # fmt: skip
+        else:
+            transformer = LTXVideoTransformer3DModel()
+            vae = AutoencoderKLLTXVideo()
+        text_encoder = _t5_encoder(tiny, umt5=False, vocab=len(tokenizer))
+    pipe = LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    _save_half(pipe, folder, tiny)
+    del pipe, transformer, vae, text_encoder
+
+
 # --------------------------------------------------------------------- timing
 def _context(job: Any, settings: Any, workdir: Path) -> Any:
     from storyworld.worker.backends.base import RenderContext
@@ -337,7 +506,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from storyworld.config import load_settings
     from storyworld.worker.backends.animatediff import AnimateDiffBackend
     from storyworld.worker.backends.diffusion import Placement
+    from storyworld.worker.backends.ltx import LTXBackend
     from storyworld.worker.backends.svd import SVDBackend
+    from storyworld.worker.backends.wan import WanBackend
 
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -362,6 +533,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ANIMATEDIFF_BASE_MODEL": str(root / "sd15"),
                 "ANIMATEDIFF_MOTION_ADAPTER": str(root / "motion-adapter"),
                 "SVD_MODEL": str(root / "svd"),
+                "WAN_MODEL": str(root / "wan"),
+                "LTX_MODEL": str(root / "ltx"),
             },
             env_file=None,
         )
@@ -400,6 +573,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             print(json.dumps(asdict(results[-1])), flush=True)
+        video_models = (
+            ("wan", build_wan, WanBackend, (1280, 704), 49, 24),
+            ("ltx", build_ltx, LTXBackend, (768, 512), 65, 24),
+        )
+        for name, build, backend_cls, size, frames, fps in video_models:
+            if name not in args.only:
+                continue
+            t = time.perf_counter()
+            build(root / name, args.tiny, build_device)
+            _free(build_device)
+            print(f"built {name} in {time.perf_counter() - t:.1f} s", flush=True)
+            if args.tiny:
+                size, frames = (64, 64), 9
+            job = _job(name, frames, fps, *size, steps)
+            results.append(
+                _measure(
+                    name,
+                    lambda cls=backend_cls: cls(settings, placement=placement),
+                    job,
+                    settings,
+                    device,
+                    root / "work",
+                )
+            )
+            print(json.dumps(asdict(results[-1])), flush=True)
+            shutil.rmtree(root / name, ignore_errors=True)  # the next model needs the disk
 
     card = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor()
     return {
@@ -453,7 +652,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (real sizes)")
     parser.add_argument("--tiny", action="store_true", help="tiny models: a dry run")
     parser.add_argument(
-        "--only", nargs="+", choices=("animatediff", "svd"), default=["animatediff", "svd"]
+        "--only",
+        nargs="+",
+        choices=("animatediff", "svd", "wan", "ltx"),
+        default=["animatediff", "svd", "wan", "ltx"],
     )
     parser.add_argument("--workdir", help="where to save the random models (needs ~10 GB)")
     parser.add_argument("--json", help="write the figures as JSON to this file")

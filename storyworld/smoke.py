@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 
 from storyworld.config import Settings, redact
 from storyworld.engine import services
-from storyworld.engine.models import Artifact, Beat, Episode, JobRow, Transition, Upload
+from storyworld.engine.models import Base, Episode, Transition
 from storyworld.engine.planner import plan_script
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.queue.fleet import fleet_stats
@@ -153,15 +153,16 @@ class ServicesFace:
         beat_ids = [b["id"] for b in d["beats"]]
         job_ids = [j["job_id"] for b in d["beats"] for j in b["jobs"]]
         with self.rt.sessions.begin() as s:
-            s.execute(delete(Upload).where(Upload.episode_id == episode_id))
-            s.execute(delete(Artifact).where(Artifact.episode_id == episode_id))
             s.execute(
                 delete(Transition).where(
                     Transition.entity_id.in_([episode_id, *beat_ids, *job_ids])
                 )
             )
-            s.execute(delete(JobRow).where(JobRow.episode_id == episode_id))
-            s.execute(delete(Beat).where(Beat.episode_id == episode_id))
+            # Every table that records something of an episode has its episode_id;
+            # children first (sorted_tables puts a table after those it refers to).
+            for table in reversed(Base.metadata.sorted_tables):
+                if "episode_id" in table.c:
+                    s.execute(delete(table).where(table.c.episode_id == episode_id))
             s.execute(delete(Episode).where(Episode.id == episode_id))
         return f"deleted episode {episode_id} and its {len(keys)} stored object(s)"
 
@@ -300,23 +301,33 @@ class Smoke:
                 )
             raise StepFailed(f"no job was dispatched within {self.timeout_s:g} s", advice)
         self.job_id = self._job(detail)["job_id"]
-        self._events(0.001)
         r = self.rt.clients.fast
-        with r.pipeline(transaction=False) as p:
-            p.zcard(self.keys.jobs)
-            p.zscore(self.keys.jobs, self.job_id)
-            waiting, score = p.execute()
-        if score is not None:
-            return f"job {self.job_id} waits: ZCARD {self.keys.jobs} = {waiting}"
-        if "started" in self.seen or self._job(self.face.detail(self.episode_id))["state"] != (
-            "queued"
-        ):
+        seen: dict[str, int] = {}
+
+        def on_the_list_or_taken() -> str | None:
+            # The engine records a job before it enqueues it, so look until it is on the
+            # list, or a worker has already taken it (its "started" event).
+            self._events(0.001)
+            with r.pipeline(transaction=False) as p:
+                p.zcard(self.keys.jobs)
+                p.zscore(self.keys.jobs, self.job_id)
+                waiting, score = p.execute()
+            seen["waiting"] = int(waiting)
+            if score is not None:
+                return "waiting"
+            return "taken" if "started" in self.seen else None
+
+        found = self._wait(on_the_list_or_taken)
+        if found == "waiting":
+            return f"job {self.job_id} waits: ZCARD {self.keys.jobs} = {seen['waiting']}"
+        if found == "taken":
             return (
                 f"job {self.job_id} was taken before it could be seen waiting "
-                f"(ZCARD {self.keys.jobs} = {waiting} now)"
+                f"(ZCARD {self.keys.jobs} = {seen['waiting']} now)"
             )
         raise StepFailed(
-            f"job {self.job_id} is recorded as queued but is not on {self.keys.jobs}",
+            f"job {self.job_id} is recorded as queued but never showed on {self.keys.jobs} "
+            f"within {self.timeout_s:g} s",
             "the engine and this machine use different JOB_QUEUE names or Redis databases; "
             "compare REDIS_URL (including /db) and JOB_QUEUE on both",
         )

@@ -690,3 +690,66 @@ def tiny_film_env(tiny_film_models: dict[str, Path]) -> dict[str, str]:
         "KEYFRAME_MODEL": str(tiny_film_models["sdxl"]),
         "IP_ADAPTER_MODEL": str(tiny_film_models["ip_adapter"]),
     }
+
+
+def build_tiny_wan_flf(folder: Path, tokenizer_dir: Path) -> Path:
+    """A Wan 2.1 I2V / FLF2V-shaped pipeline folder (WanImageToVideoPipeline: a 36-channel
+    transformer that takes the first and last frames, and a CLIP image encoder)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        image_dim=4, pos_embed_seq_len=2 * (32 * 32 + 1),  # both frames' CLIP tokens
+    )  # fmt: skip
+    torch.manual_seed(0)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_tiny_t5_encoder(len(tokenizer), umt5=True),
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        image_encoder=image_encoder,
+        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_flf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Wan 2.1 FLF2V-shaped model folder (image to video, first and last frame)."""
+    _require_diffusers()
+    root = tmp_path_factory.mktemp("tiny-wan-flf")
+    return build_tiny_wan_flf(root / "wan-flf", write_tiny_t5_tokenizer(root / "t5-tokenizer"))

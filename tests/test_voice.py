@@ -224,3 +224,30 @@ def test_music_bed_is_ducked_under_dialogue(tmp_path: Path) -> None:
     ducked = 10 * np.log10(band(0.3, 1.1, 220) / band(1.7, 2.3, 220))
     assert ducked >= 10, ducked
     assert band(1.7, 2.3, 1000) > 100 * band(0.3, 1.1, 1000)  # the line plays in its cue
+
+
+def test_burn_subtitles_draws_them_instead_of_a_track(tmp_path: Path) -> None:
+    import av
+
+    from storyworld.media import encode_frames, read_frames
+    from storyworld.soundtrack import BeatClip, add_clip_sound, compose_episode
+    from storyworld.subtitles import Cue
+
+    fps, frames = 12, 24
+    silent, clip = tmp_path / "picture.mp4", tmp_path / "clip.mp4"
+    encode_frames(
+        [np.full((72, 128, 3), 90, np.uint8)] * frames, silent, fps=fps, width=128, height=72
+    )
+    cue = Cue(1.0, 1.9, "MARA", "Hello there.")
+    add_clip_sound(silent, clip, None, [cue], frames, fps)
+    tracked, burnt = tmp_path / "tracked.mp4", tmp_path / "burnt.mp4"
+    beats = [BeatClip(clip, frames, [cue])]
+    compose_episode(beats, tracked, fps=fps, width=128, height=72)
+    compose_episode(beats, burnt, fps=fps, width=128, height=72, burn_subtitles=True)
+    with av.open(str(tracked)) as a, av.open(str(burnt)) as b:
+        assert len(a.streams.subtitles) == 1 and len(b.streams.subtitles) == 0
+    plain = list(read_frames(tracked))
+    drawn = list(read_frames(burnt))
+    bottom = slice(50, 72)
+    assert np.abs(plain[6][bottom].astype(int) - drawn[6][bottom]).max() < 12  # before the cue
+    assert np.abs(plain[17][bottom].astype(int) - drawn[17][bottom]).mean() > 10  # during it

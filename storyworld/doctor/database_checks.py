@@ -26,7 +26,8 @@ def check_database(settings: Settings) -> list[Check]:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
             folder = path.parent if str(path.parent) else Path(".")
-            if not folder.exists():
+            # The data directory of the local default is made at the first start.
+            if not folder.exists() and folder.resolve() != Path(settings.home).resolve():
                 return [
                     Check(
                         "database.reachable",

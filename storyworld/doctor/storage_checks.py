@@ -83,17 +83,6 @@ def _r2_settings(settings: Settings, store: Any) -> list[Check]:
         )
     else:
         out.append(Check("storage.r2_region", Status.OK, "R2 endpoint with region auto"))
-    path = urlsplit(settings.s3_endpoint.strip()).path.strip("/")
-    if path:
-        out.append(
-            Check(
-                "storage.r2_endpoint",
-                Status.FAIL,
-                f"S3_ENDPOINT has a path ({path!r}); R2's endpoint is the account's host only",
-                fix="write S3_ENDPOINT=https://<account id>.r2.cloudflarestorage.com and put the "
-                "bucket in S3_BUCKET",
-            )
-        )
     cfg = store._client.meta.config
     mode = getattr(cfg, "request_checksum_calculation", None)
     if mode == "when_required":

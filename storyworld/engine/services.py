@@ -39,6 +39,7 @@ __all__ = [
     "dead_letters",
     "drop_dead",
     "episode_detail",
+    "episode_progress",
     "list_episodes",
     "parse_size",
     "plan_text",
@@ -228,6 +229,28 @@ def list_episodes(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
             out.append(
                 _summary(ep, c.get(BeatState.DONE, 0), sum(c.values()), c.get(BeatState.FAILED, 0))
             )
+        return out
+
+
+def episode_progress(rt: Runtime, episode_id: str) -> dict[str, Any]:
+    """An episode's summary and the index and state of its beats (of those not yet done,
+    past 50 beats): what a progress view polls (a 900-beat episode's full detail, with
+    every job and transition, is too heavy to poll)."""
+    with rt.sessions() as s:
+        ep = _get_episode(s, episode_id)
+        rows = s.execute(
+            select(Beat.index, Beat.state, Beat.duration_s, Beat.error)
+            .where(Beat.episode_id == ep.id)
+            .order_by(Beat.index)
+        ).all()
+        done = sum(1 for r in rows if r.state == BeatState.DONE)
+        failed = sum(1 for r in rows if r.state == BeatState.FAILED)
+        out = _summary(ep, done, len(rows), failed)
+        out["beats"] = [
+            {"index": r.index, "state": r.state, "duration_s": r.duration_s, "error": r.error}
+            for r in rows
+            if r.state != BeatState.DONE or len(rows) <= 50
+        ]
         return out
 
 

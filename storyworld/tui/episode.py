@@ -121,6 +121,8 @@ class EpisodeScreen(LiveScreen):
 
     def _keyframe_of(self, beat: dict[str, Any]) -> str | None:
         assert self.detail is not None
+        if beat.get("keyframe"):  # keyframes first: the drawn (or approved) keyframe
+            return str(beat["keyframe"])
         keys = [
             a["key"]
             for a in self.detail["artifacts"]
@@ -142,6 +144,13 @@ class EpisodeScreen(LiveScreen):
         t.append(f"\n{beat['text']}")
         for c in beat["captions"]:
             t.append(f"\n“{c}”", style="italic")
+        if beat.get("characters"):
+            t.append(f"\ncharacters: {', '.join(beat['characters'])}")
+        if isinstance(beat.get("score"), float):
+            flag = "  ⚑ below CONSISTENCY_MIN" if beat.get("flagged") else ""
+            t.append(f"\nkeyframe score {beat['score']:.3f}{flag}")
+        if beat.get("reused_from"):
+            t.append(f"\nreused from {beat['reused_from']}", style=self.console.tones.muted)
         if beat["clip_key"]:
             t.append(f"\n{beat['clip_key']}", style=self.console.tones.muted)
         if beat["error"]:

@@ -40,7 +40,16 @@ def test_approve_and_reroll_from_the_keyframe_grid(
                 what="the episode stops for approval",
             )
             app.open_episode(ep)
-            await until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+            detail = await until(
+                pilot, lambda: isinstance(app.screen, EpisodeScreen) and app.screen
+            )
+            # The episode screen shows the highlighted beat's characters and score.
+            await until(
+                pilot,
+                lambda: "characters: Mara" in text_of(detail.query_one("#beat-text")),
+                what="characters on the episode screen",
+            )
+            assert "keyframe score 0." in text_of(detail.query_one("#beat-text"))
             await pilot.press("k")
             grid = await until(
                 pilot, lambda: isinstance(app.screen, KeyframesScreen) and app.screen

@@ -67,7 +67,11 @@ class WanBackend(VideoDiffusionBackend):
             return declared.narrowed(first_last_frame=False)
         if in_channels == out_channels:
             return declared.narrowed(i2v=False, first_last_frame=False)  # text to video only
-        return declared.narrowed(t2v=False, max_frames=81)  # I2V / FLF2V (Wan 2.1, 2.2 A14B)
+        # Image to video. The last frame needs FLF2V's positions for two images' CLIP
+        # tokens (Wan 2.1 FLF2V), or no image encoder at all (Wan 2.2 A14B I2V).
+        config = transformer.config
+        flf = config.get("image_dim") is None or config.get("pos_embed_seq_len") is not None
+        return declared.narrowed(t2v=False, first_last_frame=flf, max_frames=81)
 
     def _image_kwargs(self, pipe: Any, first: Any, last: Any, frames: int) -> tuple[str, dict]:
         kwargs: dict[str, Any] = {"image": first}
