@@ -1,7 +1,7 @@
 """`storyworld smoke`: the deployment guide's Testing list, end to end, with timings.
 
 Create a one-beat episode (through the HTTP API with `--api`, else the engine services),
-see its job wait in `LLEN` of the job queue, see a live worker take it, see the clip in
+see its job wait in `ZCARD` of the job queue, see a live worker take it, see the clip in
 storage, see the result come back through the result queue, see the episode complete and
 its file download. Then remove what it created.
 

@@ -24,6 +24,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too and exists."""
+    import socket
+
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            port = 20000 + port % 20000
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def _wait(port: int) -> None:
     client = redis.Redis(port=port, socket_timeout=1)
     for _ in range(300):
@@ -45,7 +63,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ports, procs = [], []
     try:
         for i in range(3):
-            port = free_port()
+            port = _cluster_port()
             d = base / str(i)
             d.mkdir()
             procs.append(
