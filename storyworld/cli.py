@@ -16,20 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import select
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
 from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.errors import DEPENDENCY_ERRORS, EngineError, exit_code, translate
 from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
 from storyworld.engine.runtime import Runtime, open_runtime
 from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
-from storyworld.queue import describe_redis_error
-from storyworld.storage import LocalStore, StorageError
 
 __all__ = ["main"]
 
@@ -209,17 +207,6 @@ class ProgressView:
         self.stream.flush()
 
 
-def _beat_progress(rt: Runtime, episode_id: str) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for w in rt.queue.workers():
-        if w.get("episode") == episode_id and w.get("beat") and w.get("progress"):
-            try:
-                out[int(w["beat"])] = float(w["progress"])
-            except ValueError:
-                continue
-    return out
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     settings = _settings(args)
     script_path = Path(args.script)
@@ -243,7 +230,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
-    from storyworld.localfleet import LocalFleet
 
     rt = open_runtime(settings, role="storyworld-render")
     fleet = None
@@ -256,7 +242,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        rt.store.check()
+        services.check_storage(rt)
         existing = None if args.new else _find_resumable(rt, key)
         if existing is not None and existing.state == EpisodeState.COMPLETED:
             print(
@@ -297,7 +283,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             stages = [backend]
             if film_state.get("keyframe_backend") not in (None, backend):
                 stages.append(film_state["keyframe_backend"])
-            fleet = LocalFleet(settings, rt.redis_url, rt.store, stages, workers)
+            fleet = services.local_fleet(rt, stages, workers)
             fleet.start()
         view = ProgressView()
         last_progress = 0.0
@@ -306,10 +292,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         while not stop.is_set():
             detail = services.episode_progress(rt, episode_id)
             if time.monotonic() - last_progress >= poll:
-                try:
-                    progress = _beat_progress(rt, episode_id)
-                except redis.RedisError:
-                    progress = {}
+                progress = services.beat_progress(rt, episode_id)
                 last_progress = time.monotonic()
             view.show(detail, progress)
             if detail["state"] == EpisodeState.COMPLETED:
@@ -349,9 +332,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _output_location(rt: Runtime, key: str) -> str:
-    if isinstance(rt.store, LocalStore):
-        return str(rt.store.local_path(key))
-    return rt.store.url_for(key, rt.settings.s3_presign_expiry_s)
+    return services.artifact_location(rt, key)
 
 
 # --------------------------------------------------------------------------- episodes
@@ -390,7 +371,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     else:
         print(
             f"created episode {detail['id']} ({detail['beats_total']} beats, "
-            f"{detail['backend']}): {detail['title']}"
+            f"{detail['backend']}): {detail['title']}; saved, the engine dispatches it"
         )
     return 0
 
@@ -489,7 +470,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.getLogger().setLevel(logging.INFO)
     with open_runtime(settings, role="storyworld-engine") as rt:
-        rt.store.check()
+        services.check_storage(rt)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -520,6 +501,8 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
             )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
+    for u in st.get("unserved", []):
+        print(f"warning: {u['message']}")
     return 0
 
 
@@ -812,15 +795,17 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CastError, CliError, services.NotFound, DatabaseTooNew) as e:
+    except EngineError as e:  # the engine's vocabulary, mapped once (engine.errors)
+        print(f"storyworld: {redact(str(e))}", file=sys.stderr)
+        return exit_code(e)
+    except (ConfigError, ScriptError, CastError, CliError, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
-    except StorageError as e:
-        print(f"storyworld: storage: {redact(str(e))}", file=sys.stderr)
-        return 2
-    except redis.RedisError as e:
-        print(f"storyworld: {describe_redis_error(e, 'the configured REDIS_URL')}", file=sys.stderr)
-        return 3
+    except DEPENDENCY_ERRORS as e:  # Redis, storage: the same vocabulary
+        err = translate(e)
+        assert err is not None
+        print(f"storyworld: {redact(str(err))}", file=sys.stderr)
+        return exit_code(err)
 
 
 if __name__ == "__main__":

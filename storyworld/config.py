@@ -64,8 +64,12 @@ def mask_url(url: str | None) -> str:
     if parts.password is None and not parts.username:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: show what was written, masked
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2] or None
+    if port:
+        host = f"{host}:{port}"
     user = parts.username or ""
     netloc = f"{user}:****@{host}" if parts.password is not None else f"****@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -173,6 +177,11 @@ class Settings:
     # Console and API.
     redis_daily_budget: int = 10_000
     api_token: Secret = field(default_factory=lambda: Secret(""))
+    # Webhooks (storyworld.engine.webhooks): URLs may carry tokens, so both are secrets.
+    webhook_url: Secret = field(default_factory=lambda: Secret(""))
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    #: For the console's cost estimates: what an hour of one GPU worker costs (0: unknown).
+    gpu_cost_per_hour: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         """Settings as a dict safe to print: secrets and URL passwords are masked."""
@@ -261,6 +270,9 @@ _ENV = {
     "VEO_DEADLINE_SECONDS": "veo_deadline_s",
     "REDIS_DAILY_BUDGET": "redis_daily_budget",
     "API_TOKEN": "api_token",
+    "WEBHOOK_URL": "webhook_url",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "GPU_COST_PER_HOUR": "gpu_cost_per_hour",
 }
 
 

@@ -349,7 +349,13 @@ class Smoke:
                 f"worker {worker} took the job but has no live heartbeat",
                 "the worker may have died right after; see its log",
             )
-        names = " (its heartbeat names the job)" if hb.get("job") == self.job_id else ""
+        if hb.get("job") == self.job_id:
+            names = " (its heartbeat names the job)"
+        else:
+            # A worker renews its lease (and so rewrites its heartbeat) only every
+            # LEASE_RENEW_SECONDS: a quick job is over before its heartbeat would name it.
+            names = f" (heartbeat live, {hb.get('state') or '?'}; it names a job held longer"
+            names += f" than LEASE_RENEW_SECONDS={self.rt.settings.lease_renew_s:g})"
         host = hb.get("host", "?")
         return f"worker {worker} on {host} took job {self.job_id}{names}"
 

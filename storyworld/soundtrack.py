@@ -44,6 +44,7 @@ __all__ = [
     "add_clip_sound",
     "beat_samples",
     "compose_episode",
+    "extract_sound",
     "read_subtitle_track",
     "write_sound",
 ]
@@ -131,6 +132,24 @@ def add_clip_sound(
             for cue in cues:
                 if subs is not None:
                     subs.write(cue)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def extract_sound(clip: Path, out: Path) -> None:
+    """A clip's audio track alone (.m4a), copied without re-encoding."""
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        with av.open(str(clip)) as src, av.open(str(tmp), "w", format="mp4") as dst:
+            ain = src.streams.audio[0]
+            aout = dst.add_stream_from_template(ain)
+            for packet in src.demux(ain):
+                if packet.dts is None:
+                    continue
+                packet.stream = aout
+                dst.mux(packet)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

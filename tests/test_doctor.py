@@ -437,3 +437,39 @@ def test_r2_endpoint_settings(tmp_path: Path) -> None:
     (bad,) = check_storage(settings)
     assert bad.id == "storage.config" and bad.status == "fail"
     assert "S3_BUCKET" in bad.summary
+
+
+def test_worker_models_present_and_offline(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    tiny_model_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tiny diffusers models saved with save_pretrained stand in for the weights."""
+    env = base_env(
+        tmp_path, redis_url, key_prefix, WORKER_BACKENDS="animatediff,svd", **tiny_model_env
+    )
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _, text, doc = run_both(write_env(tmp_path, **env), capsys)
+    checks = by_id(doc)
+    assert checks["worker.models.animatediff"]["status"] == "ok", text
+    assert tiny_model_env["ANIMATEDIFF_BASE_MODEL"] in text  # a path, not a secret
+    assert checks["worker.models.svd"]["status"] == "ok", text
+    assert checks["worker.offline"]["status"] == "warn"
+    # No GPU on this machine, and GPU backends named: the GPU check fails with the fix.
+    assert checks["worker.gpu"]["status"] == "fail"
+    assert checks["worker.disk"]["data"]["free_gb"] >= 0
+    assert checks["worker.torch"]["data"]["available"] is False  # a CPU build here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env["SVD_MODEL"] = str(tmp_path / "no-such-model")
+    env["ANIMATEDIFF_BASE_MODEL"] = "someone/not-in-the-cache"
+    _, text, doc = run_both(write_env(tmp_path, **env), capsys)
+    checks = by_id(doc)
+    assert checks["worker.offline"]["status"] == "ok"
+    for name in ("svd", "animatediff"):
+        assert checks[f"worker.models.{name}"]["status"] == "fail", text
+        assert "volume" in checks[f"worker.models.{name}"]["fix"]
+    assert "SVD_MODEL" in checks["worker.models.svd"]["summary"]
+    assert "ANIMATEDIFF_BASE_MODEL" in checks["worker.models.animatediff"]["summary"]

@@ -251,3 +251,61 @@ def test_burn_subtitles_draws_them_instead_of_a_track(tmp_path: Path) -> None:
     bottom = slice(50, 72)
     assert np.abs(plain[6][bottom].astype(int) - drawn[6][bottom]).max() < 12  # before the cue
     assert np.abs(plain[17][bottom].astype(int) - drawn[17][bottom]).mean() > 10  # during it
+
+
+def test_engine_gives_each_line_its_cast_voice_and_refuses_bad_sound(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from storyworld.config import ConfigError
+    from storyworld.engine.planner import plan_script
+    from storyworld.engine.sound import check_sound, dialogue_fields, sound_options
+
+    cast = {
+        "path": str(tmp_path / "x.cast.toml"),
+        "style": {"music": "theme.ogg"},
+        "characters": [
+            {"name": "Mara", "description": "keeper, yellow oilskin", "voice": "alto, weathered"}
+        ],
+        "scenes": {"INT. DINER - DAY": {"music": "diner.wav"}},
+    }
+    options = {"film": {"cast": cast}}
+    beat = SimpleNamespace(
+        captions=["MARA (V.O.): Keep it burning.", "TOM: I will."], text="Mara and Tom."
+    )
+    fields = dialogue_fields(options, beat, ["MARA", "TOM"])  # type: ignore[arg-type]
+    assert [(d.speaker, d.extension, d.voice) for d in fields["dialogue"]] == [
+        ("MARA", "V.O.", "alto, weathered"),
+        ("TOM", "", ""),
+    ]
+    assert fields["characters"] == ["MARA", "TOM"]
+    assert fields["character_notes"] == {"MARA": "keeper, yellow oilskin"}
+    sound = sound_options(cast_path=cast["path"], cast_json=cast)
+    assert sound["music"] == str(tmp_path / "theme.ogg")  # relative to the cast file
+    assert sound["scenes"] == {"INT. DINER - DAY": str(tmp_path / "diner.wav")}
+    plan = plan_script("INT. DINER - DAY\n\nMara waits.\n")
+    import pytest as _pytest
+
+    with _pytest.raises(ConfigError, match=r"theme\.ogg does not exist"):
+        check_sound(plan, {**options, "sound": sound})
+    (tmp_path / "theme.ogg").write_bytes(b"not a sound file at all")
+    with _pytest.raises(ConfigError, match=r"cannot be decoded.*WAV, FLAC"):
+        check_sound(plan, {**options, "sound": {"music": str(tmp_path / "theme.ogg")}})
+    bad = {"film": {"cast": {**cast, "characters": [{"name": "Tom", "voice": "gruff"}]}}}
+    with _pytest.raises(ConfigError, match=r"cast: voice 'gruff' of TOM"):
+        check_sound(plan, bad)
+
+
+def test_keyframe_stage_is_not_voiced() -> None:
+    spec = _spec([("MARA", "Hello.", "")], 1.0).model_copy(
+        update={"options": {"stage": "keyframe"}}
+    )
+    job = Job(
+        job_id="e-b000-a1",
+        episode_id="e",
+        beat_id="b",
+        beat_index=0,
+        attempt=1,
+        backend="animatic",
+        spec=spec,
+    )
+    assert voice_stage(job) == (job, None)

@@ -30,7 +30,8 @@ OTHER_NAMES = {
     "NO_COLOR",
     "TZ",
 }
-_SECRET_HINTS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+# Names whose values are secrets: *_KEY, or with one of these in them (KEYFRAME_MODEL is not).
+_SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "_KEY_")
 
 
 def known_names() -> set[str]:
@@ -41,7 +42,8 @@ def _hide_secrets(values: dict[str, str]) -> None:
     """Register every secret-looking value so that no line can show it, even when the
     settings themselves fail to load."""
     for name, value in values.items():
-        if value and any(h in name for h in _SECRET_HINTS):
+        secret = name.endswith("_KEY") or any(h in name for h in _SECRET_HINTS)
+        if value and secret:
             config._register_secret(value)
         if value and "://" in value:
             try:

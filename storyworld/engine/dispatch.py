@@ -98,6 +98,7 @@ class Dispatcher:
         self.sessions = sessions
         self.queue = queue
         self._last_repair_check = 0.0
+        self._last_unserved_check = 0.0
 
     def dispatch(self, token: str) -> int:
         """Queue every ready beat of active episodes. Returns how many were queued; raises
@@ -175,6 +176,42 @@ class Dispatcher:
             if self.queue.enqueue(missing, token) < 0:
                 raise LeaseLost
         return len(missing)
+
+    def dead_letter_unserved(self, engine_id: str) -> int:
+        """With UNSERVED_TIMEOUT set: dead-letter jobs that have waited that long for a
+        backend no live worker serves, with the reason (the next tick applies them like
+        any dead letter). At most once a minute; free when nothing waits that long."""
+        timeout = self.settings.unserved_timeout_s
+        now = time.time()
+        if timeout <= 0 or now - self._last_unserved_check < min(60.0, timeout):
+            return 0
+        self._last_unserved_check = now
+        with self.sessions() as s:
+            old = s.execute(
+                select(JobRow.id, JobRow.backend, JobRow.payload)
+                .where(JobRow.state == JobState.QUEUED, JobRow.queued_at < now - timeout)
+                .limit(1000)
+            ).all()
+        if not old:
+            return 0
+        from storyworld.queue.fleet import fleet_stats
+
+        served = {
+            name
+            for name, load in fleet_stats(self.queue.r, self.queue.keys).by_backend.items()
+            if load.workers
+        }
+        unserved = [(j, b, p) for j, b, p in old if b not in served]
+        # Withdrawn from the waiting and wake lists first, then filed as dead letters.
+        self.queue.cancel_jobs([j for j, _, _ in unserved])
+        n = 0
+        for job_id, backend, payload in unserved:
+            reason = f"no live worker served {backend} for {timeout:g} s (UNSERVED_TIMEOUT)"
+            self.queue.dead_letter(payload, job_id, engine_id, reason)
+            n += 1
+        if n:
+            log.warning("dead-lettered %d job(s) no live worker serves", n)
+        return n
 
     def repair_due(self) -> bool:
         """A worker that dies between taking a job from a wake list and reserving it leaves

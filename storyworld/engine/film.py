@@ -596,7 +596,12 @@ def reuse_from_revision(
             last_frame=old_info.get("last_frame"),
             approved=True,
         )
-        reused[int(index)] = {"clip_key": beat.clip_key, "job_id": source}
+        # The clip's length, which may have grown to fit its dialogue.
+        reused[int(index)] = {
+            "clip_key": beat.clip_key,
+            "job_id": source,
+            "duration_s": beat.duration_s,
+        }
     return reused
 
 

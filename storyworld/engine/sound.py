@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storyworld.config import ConfigError
+from storyworld.engine.errors import InvalidRequest
 from storyworld.engine.models import Artifact, Beat, Episode, JobRow, note
 from storyworld.engine.planner import ScriptPlan, characters_named, parse_caption
 from storyworld.protocol import Result, SpokenLine
@@ -148,7 +148,7 @@ def check_sound(plan: ScriptPlan, options: dict[str, Any], *, local_models: bool
         try:
             parse_voice(str(c.get("voice", "")), name, check_files=local_models)
         except VoiceError as e:
-            raise ConfigError(f"cast: {e}") from None
+            raise InvalidRequest(f"cast: {e}") from None
     sound = options.get(SOUND) or {}
     files = [("music bed", sound.get("music")), ("ambience", sound.get("ambience"))]
     files += [(f"music of scene {h!r}", p) for h, p in (sound.get("scenes") or {}).items()]
@@ -157,7 +157,7 @@ def check_sound(plan: ScriptPlan, options: dict[str, Any], *, local_models: bool
             try:
                 check_decodable(path, what)
             except AudioError as e:
-                raise ConfigError(str(e)) from None
+                raise InvalidRequest(str(e)) from None
     del plan  # every speaker without a cast voice gets a default one: nothing to check
 
 

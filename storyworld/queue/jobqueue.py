@@ -43,6 +43,7 @@ from storyworld.protocol import (
     WorkerGoneEvent,
     event_fields,
     parse_dead_letter,
+    parse_event_data,
     parse_job,
     parse_lease_holder,
     wake_message,
@@ -501,7 +502,23 @@ class JobQueue:
         if not job_ids:
             return 0
         k = self.keys
-        return int(self._run("cancel", [k.jobs, k.data, k.cancelled], list(job_ids)))
+        wakes: list[str] = []
+        pairs: list[Any] = []
+        for job_id, raw in zip(job_ids, self.r.hmget(k.data, list(job_ids)), strict=True):
+            index = 0
+            if raw:
+                try:
+                    job = json.loads(raw)
+                    key = k.wake_of(str(job["backend"]), float(job.get("min_vram_gb") or 0))
+                    if key not in wakes:
+                        wakes.append(key)
+                    index = wakes.index(key) + 1
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    index = 0
+            pairs += [job_id, index]
+        return int(
+            self._run("cancel", [k.jobs, k.data, k.cancelled, *wakes], [len(job_ids), *pairs])
+        )
 
     def known_job_ids(self) -> set[str]:
         """Ids of the jobs Redis knows: waiting, in flight, or with a result not yet applied.
@@ -529,6 +546,20 @@ class JobQueue:
             p.zadd(k.jobs, {job_id: int(time.time() * 1000)})
             p.lpush(k.wake(suffix), job_id)
             p.execute()
+
+    def results_pending(self) -> int:
+        """Results (and nudges) on the stream the engine has not read yet: the consumer
+        group's lag (read but unacknowledged ones wait only for the next tick's batch
+        acknowledgement and are not counted)."""
+        try:
+            groups = self.r.xinfo_groups(self.keys.results)
+        except redis.ResponseError:
+            return 0  # no stream yet
+        for g in groups:
+            if _s(g.get("name")) == RESULTS_GROUP:
+                lag = g.get("lag")
+                return int(lag) if lag is not None else int(self.r.xlen(self.keys.results))
+        return int(self.r.xlen(self.keys.results))
 
     def waiting(self) -> int:
         """Jobs waiting for a worker."""
@@ -738,6 +769,8 @@ class JobQueue:
             oldest_s = max(0.0, time.time() - float(oldest[0][1]) / 1000)
         holder = parse_lease_holder(lease)
         engine = holder.public() if holder else None
+        if results:
+            results = self.results_pending()
         return QueueStats(
             waiting=int(waiting),
             in_flight=int(inflight),
@@ -807,23 +840,32 @@ class JobQueue:
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
+        count, _moved, refused = self.requeue_dead_letters(job_ids)
+        return count, refused
+
+    def requeue_dead_letters(
+        self, job_ids: list[str] | None = None
+    ) -> tuple[int, list[str], list[str]]:
+        """Like `requeue_dead`: (requeued, the job ids Redis actually moved — a letter
+        already dropped is not among them —, refused refs)."""
         k = self.keys
         wakes, triples = self._dead_selection(job_ids)
         if not triples:
-            return 0, []
-        moved, _, refused = self._run(
+            return 0, [], []
+        reply = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.data, k.events, *wakes],
             ["requeue", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
-        return int(moved), [_s(x) for x in refused]
+        moved_ids = [_s(x) for x in reply[3]] if len(reply) > 3 else []
+        return int(reply[0]), [m for m in moved_ids if m], [_s(x) for x in reply[2]]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
         _, triples = self._dead_selection(job_ids)
         if not triples:
             return 0
-        _, dropped, _ = self._run(
+        _, dropped, *_ = self._run(
             "requeue_dead",
             [k.dead, k.jobs, k.data, k.events],
             ["drop", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
@@ -847,9 +889,6 @@ class JobQueue:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 f = {_s(a): _s(b) for a, b in fields.items()}
-                try:
-                    data = json.loads(f.get("data", "{}"))
-                except ValueError:
-                    data = {}
-                out.append((_s(entry_id), f.get("type", ""), data))
+                kind = f.get("type", "")
+                out.append((_s(entry_id), kind, parse_event_data(kind, f.get("data", "{}"))))
         return out

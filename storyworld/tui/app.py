@@ -36,6 +36,7 @@ from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
 from storyworld.tui.source import Source
+from storyworld.tui.webhooks import WebhooksScreen
 from storyworld.tui.widgets import KeyedTable, Tones, tones_for
 
 __all__ = ["ActionsLike", "ConsoleApp", "SnapshotReady", "user_message"]
@@ -282,6 +283,9 @@ class ConsoleApp(App[int]):
 
     def open_jobs(self, query: str = "") -> None:
         self.push_screen(JobsScreen(query))
+
+    def open_webhooks(self) -> None:
+        self.push_screen(WebhooksScreen())
 
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:

@@ -60,6 +60,9 @@ class LiveScreen(Screen[None]):
     def action_open_jobs(self) -> None:
         self.console.open_jobs()
 
+    def action_open_webhooks(self) -> None:
+        self.console.open_webhooks()
+
     def action_quit(self) -> None:
         self.console.request_quit()
 

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import mask_url, redact
 from storyworld.engine import jobs as job_browser
-from storyworld.engine import services
+from storyworld.engine import services, webhooks
 from storyworld.engine.jobs import JobQuery
 from storyworld.engine.runtime import Runtime
 from storyworld.queue import JobQueue, connect, describe_redis_error
@@ -78,6 +78,7 @@ class Source(Protocol):
     def jobs(self, query: JobQuery, offset: int, limit: int) -> dict[str, Any]: ...
     def job(self, job_id: str) -> dict[str, Any]: ...
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int: ...
+    def webhook_deliveries(self) -> list[dict[str, Any]]: ...
 
 
 def describe_deployment(rt: Runtime) -> str:
@@ -273,6 +274,9 @@ class LiveSource:
 
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int:
         return job_browser.count(self.rt, query, action)
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        return webhooks.deliveries(self.rt, 200)
 
     def link(self, key: str) -> str:
         """An artifact's link: presigned (or public) URL on S3, a file URL locally."""
@@ -664,6 +668,7 @@ class FixedSource:
         self.watching_dead = False
         self.selected_worker: str | None = None
         self.refreshes = 0
+        self.deliveries: list[dict[str, Any]] = []
         self._cb: SnapshotCallback = lambda s: None
 
     def start(self, on_snapshot: SnapshotCallback) -> None:
@@ -727,6 +732,9 @@ class FixedSource:
 
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int:
         return len(self._fixed_jobs(query, action))
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        return list(self.deliveries)
 
     def keyframe(self, key: str) -> Image.Image:
         if key not in self.keyframes:

@@ -1,9 +1,10 @@
 -- Operator: move dead letters back to the front of their wake lists (or drop them).
+-- Returns {moved, dropped, refused refs, job ids moved}.
 -- KEYS: dead, jobs, data, events, wake lists of the selected letters
 -- ARGV: mode ('requeue' | 'drop'), events_maxlen, dead_changed_kind, n, then n triples
 --       (the letter's name in the dead hash: its job id or `entry:<sha>`; the job id of its
 --       payload; index of its wake list among the wake KEYS from 1, 0: payload unreadable)
-local moved, dropped, refused = 0, 0, {}
+local moved, dropped, refused, moved_ids = 0, 0, {}, {}
 local now
 for i = 0, tonumber(ARGV[4]) - 1 do
   local ref, id, w = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
@@ -22,6 +23,7 @@ for i = 0, tonumber(ARGV[4]) - 1 do
         redis.call('RPUSH', KEYS[4 + w], id)
         redis.call('HDEL', KEYS[1], ref)
         moved = moved + 1
+        moved_ids[#moved_ids + 1] = id
       else
         refused[#refused + 1] = ref
       end
@@ -31,4 +33,4 @@ end
 if moved + dropped > 0 then
   event(KEYS[4], ARGV[2], ARGV[3], cjson.encode({requeued = moved, dropped = dropped}))
 end
-return {moved, dropped, refused}
+return {moved, dropped, refused, moved_ids}

@@ -148,6 +148,8 @@ class _Placed:
     cx: int
     top: int
     height: int
+    #: Which way the figure looks: -1 left, 1 right, 0 at the camera.
+    facing: int = 0
 
 
 def _layout(board: Board, w: int, h: int, horizon: int) -> list[_Placed]:
@@ -170,7 +172,8 @@ def _layout(board: Board, w: int, h: int, horizon: int) -> list[_Placed]:
         cx = w / 2 if n == 1 else w / 2 + (i / (n - 1) - 0.5) * spread * w
         if n == 1 and framing == "wide":
             cx = w * 0.3  # beside the place, not in front of it
-        out.append(_Placed(look, int(cx), int(top), int(height)))
+        facing = 0 if n == 1 else (1 if cx < w / 2 else -1)
+        out.append(_Placed(look, int(cx), int(top), int(height), facing))
     return out
 
 
@@ -200,6 +203,12 @@ def _figure(d: ImageDraw.ImageDraw, p: _Placed, speaking: bool, line_w: int) -> 
     else:  # coat: wide shoulders, narrowing
         shape = [(cx - half * 1.15, body_top), (cx + half * 1.15, body_top)]
         shape += [(cx + half * 0.8, body_bottom), (cx - half * 0.8, body_bottom)]
+    # A shadow on the ground under the feet says where the figure stands.
+    feet = top + H
+    d.ellipse(
+        [cx - half * 1.4, feet - H * 0.025, cx + half * 1.4, feet + H * 0.025],
+        fill=(0, 0, 0, 70),
+    )
     leg_w = max(2, int(H * 0.06))
     for dx in (-half * 0.45, half * 0.45):
         d.rectangle(
@@ -232,6 +241,17 @@ def _figure(d: ImageDraw.ImageDraw, p: _Placed, speaking: bool, line_w: int) -> 
         width=line_w,
     )
     hx, hy = head_c
+    # A face: eyes turned the way the figure looks, a mouth open while it speaks.
+    ex = p.facing * r * 0.18
+    eye = max(1, r // 7)
+    for side in (-0.38, 0.38):
+        x, y = hx + side * r + ex, hy - r * 0.05
+        d.ellipse([x - eye, y - eye, x + eye, y + eye], fill=ink)
+    mx, my = hx + ex, hy + r * 0.45
+    if speaking:
+        d.ellipse([mx - r * 0.2, my - r * 0.13, mx + r * 0.2, my + r * 0.13], fill=ink)
+    else:
+        d.line([(mx - r * 0.2, my), (mx + r * 0.2, my)], fill=ink, width=max(1, line_w // 2))
     if look.head == "hat":
         d.rectangle([hx - r * 1.3, hy - r * 0.75, hx + r * 1.3, hy - r * 0.55], fill=ink)
         d.rectangle([hx - r * 0.75, hy - r * 1.45, hx + r * 0.75, hy - r * 0.6], fill=ink)
@@ -321,7 +341,7 @@ def _panel(board: Board, w: int, h: int, speaker: str) -> Image.Image:
         _paste_icon(img, hero, w // 2, int(h * 0.82), int(h * 0.6))
         props = []
     _props(img, props, framing, horizon, bool(board.figures))
-    d = ImageDraw.Draw(img)
+    d = ImageDraw.Draw(img, "RGBA")
     placed = _layout(board, w, h, horizon)
     line_w = max(2, h // 140)
     for p in placed:
@@ -364,6 +384,40 @@ def _header(img: Image.Image, board: Board) -> None:
     note = textwrap.shorten(board.text, width=int(w / (size * 0.5)), placeholder="…")
     d.rectangle([0, bar, w, bar + size + pad], fill=(0, 0, 0, 100))
     d.text((pad, bar + pad // 2), note, font=small, fill=(255, 255, 255, 235))
+
+
+def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float], w: int) -> None:
+    """A line from a to b with a head at b, white over a dark edge (reads on any frame)."""
+    ang = math.atan2(b[1] - a[1], b[0] - a[0])
+    size = w * 3.2
+    head = [
+        b,
+        (b[0] - size * math.cos(ang - 0.5), b[1] - size * math.sin(ang - 0.5)),
+        (b[0] - size * math.cos(ang + 0.5), b[1] - size * math.sin(ang + 0.5)),
+    ]
+    for colour, width in (((0, 0, 0, 150), w + 2), ((255, 255, 255, 220), w)):
+        d.line([a, b], fill=colour, width=width)
+        d.polygon(head, fill=colour)
+
+
+def _move_marks(img: Image.Image, shot: Shot) -> None:
+    """The camera move drawn on the board, as storyboard artists do: arrows from the
+    corners inward for a push in, outward for a pull back, across the top for a pan."""
+    if shot.move == "static":
+        return
+    w, h = img.size
+    d = ImageDraw.Draw(img, "RGBA")
+    lw = max(2, h // 80)
+    if shot.move in ("push_in", "pull_back"):
+        for sx, sy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            outer = (w * (0.025 + 0.95 * sx), h * (0.17 + 0.62 * sy))
+            inner = (w * (0.075 + 0.85 * sx), h * (0.25 + 0.46 * sy))
+            a, b = (outer, inner) if shot.move == "push_in" else (inner, outer)
+            _arrow(d, a, b, lw)
+        return
+    y = h * 0.19
+    left, right = (w * 0.38, y), (w * 0.62, y)
+    _arrow(d, right, left, lw) if shot.move == "pan_left" else _arrow(d, left, right, lw)
 
 
 def _subtitle(img: Image.Image, cue: Cue, colour: tuple[int, int, int] | None) -> None:
@@ -435,6 +489,7 @@ def render_frames(
             (width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + vw, y0 + vh)
         )
         _header(frame, board)
+        _move_marks(frame, board.shot)
         if cue is not None and subtitles:
             look = looks.get(speaker)
             _subtitle(frame, cue, look.colour if look else None)
