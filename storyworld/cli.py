@@ -18,14 +18,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storyworld.config import ConfigError, Settings, load_settings, redact
+from storyworld.config import ConfigError, Settings, load_settings, mask_url, redact
 from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
 from storyworld.engine.errors import DEPENDENCY_ERRORS, EngineError, exit_code, translate
 from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
-from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.runtime import Runtime, database_url, open_runtime
 from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
 
@@ -133,27 +133,25 @@ def _find_resumable(rt: Runtime, key: str) -> Episode | None:
 
 
 class ProgressView:
-    """Progress of a render: beats done, percent and an ETA on one line, with bars for the
-    beats in flight on a terminal; on a pipe, a line per change of state (beat by beat for
+    """Progress of a render. On a terminal, a rich progress bar (beats done, %, ETA) with
+    a bar for each beat in flight; on a pipe, a line per change of state (beat by beat for
     a short episode, every 5 % for a long one)."""
 
-    BAR = 20
     #: Episodes longer than this show only the beats in flight, not one bar per beat.
     ALL_BARS = 24
 
     def __init__(self, stream: Any = sys.stderr, clock: Any = time.monotonic) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.drawn = 0
         self.last: dict[int, str] = {}
         self.clock = clock
         self.started = clock()
         self.first_done: int | None = None
         self.last_step = -1
-
-    def _bar(self, frac: float) -> str:
-        n = round(frac * self.BAR)
-        return "█" * n + "░" * (self.BAR - n)
+        self._progress: Any = None
+        self._main: Any = None
+        self._beat_tasks: dict[int, Any] = {}
+        self._failed_shown: set[int] = set()
 
     def headline(self, detail: dict[str, Any]) -> str:
         """`Title [state] 12/900 beats 1% ETA 14:05` (ETA once a beat is done here)."""
@@ -173,23 +171,8 @@ class ProgressView:
         beats = detail["beats"]
         if len(beats) > self.ALL_BARS or detail["beats_total"] > self.ALL_BARS:
             beats = [b for b in beats if b["state"] in ("rendering", "failed")][:8]
-        lines = []
-        for b in beats:
-            frac = 1.0 if b["state"] == "done" else progress.get(b["index"], 0.0)
-            if b["state"] in ("pending", "queued"):
-                frac = 0.0
-            tail = f" {b['error'][:60]}" if b["state"] == "failed" and b["error"] else ""
-            lines.append(
-                f"  beat {b['index'] + 1:>3} {self._bar(frac)} {b['state']:<9}"
-                f" {b['duration_s']:>4g}s{tail}"
-            )
         if self.tty:
-            if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            for line in [head, *lines]:
-                self.stream.write("\x1b[2K" + line + "\n")
-            self.drawn = len(lines) + 1
-            self.stream.flush()
+            self._show_rich(detail, beats, progress)
             return
         if detail["beats_total"] > self.ALL_BARS:
             step = int(20 * detail["beats_done"] / max(1, detail["beats_total"]))
@@ -205,6 +188,57 @@ class ProgressView:
             self.last[-1] = detail["state"]
             self.stream.write(f"episode {detail['id']}: {detail['state']}\n")
         self.stream.flush()
+
+    def _show_rich(
+        self, detail: dict[str, Any], beats: list[dict[str, Any]], progress: dict[int, float]
+    ) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        done, total = detail["beats_done"], max(1, detail["beats_total"])
+        title = escape(f"{detail['title']} [{detail['state']}]")
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+            )
+            self._progress.start()
+            self._main = self._progress.add_task(title, total=total, completed=done)
+        p = self._progress
+        p.update(self._main, description=title, completed=done, total=total)
+        flying = {b["index"]: b for b in beats if b["state"] == "rendering"}
+        for index in [i for i in self._beat_tasks if i not in flying]:
+            p.remove_task(self._beat_tasks.pop(index))
+        for index in flying:
+            if index not in self._beat_tasks:
+                self._beat_tasks[index] = p.add_task(f"  beat {index + 1}", total=1.0)
+            p.update(self._beat_tasks[index], completed=progress.get(index, 0.0))
+        for b in beats:
+            if b["state"] == "failed" and b["index"] not in self._failed_shown:
+                self._failed_shown.add(b["index"])
+                p.console.print(f"beat {b['index'] + 1} failed: {(b['error'] or '')[:200]}",
+                                markup=False, highlight=False)  # fmt: skip
+
+    def close(self) -> None:
+        """Leave the bar on screen as it last was."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -235,6 +269,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     fleet = None
     stop = threading.Event()
     engine: EngineHost | None = None
+    view: ProgressView | None = None
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
@@ -322,6 +357,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 130
     finally:
         stop.set()
+        if view is not None:
+            view.close()
         if fleet is not None:
             fleet.stop()
         if engine is not None:
@@ -564,7 +601,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     """`db upgrade` brings the schema to this program's revision (every start does it too);
     `db status` only reports."""
     from storyworld.engine.models import make_engine
-    from storyworld.engine.runtime import database_url
     from storyworld.engine.schema import current_revision, head_revision, upgrade_database
 
     settings = _settings(args)
@@ -591,7 +627,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    _print_json(_settings(args).describe())
+    settings = _settings(args)
+    out = settings.describe_env()
+    # What the programs will open, with the defaults resolved (DATABASE_URL may be unset).
+    out["database (in use)"] = mask_url(database_url(settings))
+    _print_json(out)
     return 0
 
 
@@ -642,16 +682,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
     p.add_argument("--home", help="data directory of the local default (STORYWORLD_HOME)")
     p.add_argument("--env-file", default=".env", help="settings file (default .env)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = p.add_subparsers(dest="command", required=True)
 
     def episode_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--title")
-        sp.add_argument("--backend", choices=KNOWN_BACKENDS)
+        sp.add_argument("--title", help="episode title (default: the script's # Title line)")
+        sp.add_argument(
+            "--backend", choices=KNOWN_BACKENDS, help="render backend (default: DEFAULT_BACKEND)"
+        )
         sp.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x288")
-        sp.add_argument("--fps", type=int)
+        sp.add_argument("--fps", type=int, help="frames per second, 1-120 (default: DEFAULT_FPS)")
         sp.add_argument("--steps", type=int, help="diffusion steps")
-        sp.add_argument("--seed", type=int)
+        sp.add_argument(
+            "--seed", type=int, help="random seed, 0 to 2^63-1 (same seed, same frames)"
+        )
         sp.add_argument("--cast", help="cast file (default: <script>.cast.toml beside it)")
         sp.add_argument(
             "--keyframes",
@@ -681,34 +725,34 @@ def build_parser() -> argparse.ArgumentParser:
     ep = sub.add_parser("episode", help="create, list, show, retry, cancel episodes")
     eps = ep.add_subparsers(dest="episode_command", required=True)
     c = eps.add_parser("create", help="plan a script into an episode for the engine")
-    c.add_argument("script")
+    c.add_argument("script", help="plain text or .fountain script")
     episode_opts(c)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the episode as JSON")
     c.set_defaults(func=cmd_episode_create)
-    ls = eps.add_parser("list")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    ls = eps.add_parser("list", help="newest episodes with their progress")
+    ls.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    ls.add_argument("--json", action="store_true", help="print them as JSON")
     ls.set_defaults(func=cmd_episode_list)
-    sh = eps.add_parser("show")
-    sh.add_argument("id")
-    sh.add_argument("--json", action="store_true")
+    sh = eps.add_parser("show", help="one episode: beats, attempts, errors, artifacts")
+    sh.add_argument("id", help="episode id (a unique prefix works)")
+    sh.add_argument("--json", action="store_true", help="print it as JSON (with history)")
     sh.set_defaults(func=cmd_episode_show)
     rt = eps.add_parser("retry", help="render failed beats again (or one beat)")
-    rt.add_argument("id")
+    rt.add_argument("id", help="episode id (a unique prefix works)")
     rt.add_argument("--beat", type=int, help="beat number (1-based)")
     rt.set_defaults(func=cmd_episode_retry)
     ap = eps.add_parser("approve", help="approve keyframes: their clips render")
-    ap.add_argument("id")
+    ap.add_argument("id", help="episode id (a unique prefix works)")
     ap.add_argument("--beat", type=int, help="beat number (1-based); default every beat")
     ap.set_defaults(func=cmd_episode_approve)
     rr = eps.add_parser("reroll", help="draw one beat's keyframe again")
-    rr.add_argument("id")
+    rr.add_argument("id", help="episode id (a unique prefix works)")
     rr.add_argument("--beat", type=int, required=True, help="beat number (1-based)")
-    rr.add_argument("--seed", type=int)
+    rr.add_argument("--seed", type=int, help="seed of the new draw (default: a new one)")
     rr.add_argument("--text", help="new action text for the beat's prompt")
     rr.set_defaults(func=cmd_episode_reroll)
-    cn = eps.add_parser("cancel")
-    cn.add_argument("id")
+    cn = eps.add_parser("cancel", help="stop an episode: waiting jobs withdrawn, workers stop")
+    cn.add_argument("id", help="episode id (a unique prefix works)")
     cn.set_defaults(func=cmd_episode_cancel)
 
     e = sub.add_parser("engine", help="run the decision loop (headless)")
@@ -717,24 +761,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("queue", help="queue depths, dead letters, pause")
     qs = q.add_subparsers(dest="queue_command", required=True)
-    st = qs.add_parser("stats")
-    st.add_argument("--json", action="store_true")
+    st = qs.add_parser("stats", help="jobs waiting, in flight, dead; workers; the engine")
+    st.add_argument("--json", action="store_true", help="print them as JSON")
     st.set_defaults(func=cmd_queue_stats)
-    dd = qs.add_parser("dead")
-    dd.add_argument("--limit", type=int, default=100)
-    dd.add_argument("--json", action="store_true")
+    dd = qs.add_parser("dead", help="dead letters: job id (or ref), reason")
+    dd.add_argument("--limit", type=int, default=100, help="how many (default 100)")
+    dd.add_argument("--json", action="store_true", help="print them as JSON (with payloads)")
     dd.set_defaults(func=cmd_queue_dead)
     rq = qs.add_parser("requeue", help="send dead letters again")
-    rq.add_argument("job_ids", nargs="*")
-    rq.add_argument("--all", action="store_true")
+    rq.add_argument(
+        "job_ids", nargs="*", metavar="ID", help="job ids, or refs (entry:...) of unreadable ones"
+    )
+    rq.add_argument("--all", action="store_true", help="every dead letter")
     rq.set_defaults(func=cmd_queue_requeue)
     dr = qs.add_parser("drop", help="discard dead letters")
-    dr.add_argument("job_ids", nargs="*")
-    dr.add_argument("--all", action="store_true")
+    dr.add_argument(
+        "job_ids", nargs="*", metavar="ID", help="job ids, or refs (entry:...) of unreadable ones"
+    )
+    dr.add_argument("--all", action="store_true", help="every dead letter")
     dr.set_defaults(func=cmd_queue_drop)
     pa = qs.add_parser("pause", help="stop dispatching new jobs")
     pa.set_defaults(func=lambda a: cmd_queue_pause(a, True))
-    re_ = qs.add_parser("resume")
+    re_ = qs.add_parser("resume", help="dispatch new jobs again")
     re_.set_defaults(func=lambda a: cmd_queue_pause(a, False))
 
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
@@ -744,15 +792,15 @@ def build_parser() -> argparse.ArgumentParser:
     dbs = db.add_subparsers(dest="db_command", required=True)
     for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
         sp = dbs.add_parser(name, help=text)
-        sp.add_argument("--json", action="store_true")
+        sp.add_argument("--json", action="store_true", help="print it as JSON")
         sp.set_defaults(func=cmd_db)
 
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
     sv = sub.add_parser("serve", help="run the HTTP API (and the engine)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
     sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
@@ -762,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("engine", "worker", "console"),
         help="which checks (default: guessed from the settings)",
     )
-    dc.add_argument("--json", action="store_true")
+    dc.add_argument("--json", action="store_true", help="print the checks as JSON")
     dc.set_defaults(func=cmd_doctor)
 
     sm = sub.add_parser("smoke", help="render one tagged beat end to end and time each step")
@@ -779,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         help="longest wait of any one step, seconds (default 120)",
     )
-    sm.add_argument("--json", action="store_true")
+    sm.add_argument("--json", action="store_true", help="print the timings as JSON")
     sm.set_defaults(func=cmd_smoke)
     return p
 

@@ -309,3 +309,39 @@ def test_keyframe_stage_is_not_voiced() -> None:
         spec=spec,
     )
     assert voice_stage(job) == (job, None)
+
+
+def test_clip_jobs_carry_dialogue_voices_and_no_double_subtitles() -> None:
+    from storyworld.engine.dispatch import build_job
+    from storyworld.engine.models import Beat, Episode
+
+    ep = Episode(
+        id="ep1",
+        title="T",
+        script="",
+        script_format="fountain",
+        backend="animatic",
+        width=64,
+        height=36,
+        fps=12,
+        steps=None,
+        seed=None,
+        state="rendering",
+        options={"sound": {"burn_subtitles": True}},
+    )
+    beat = Beat(
+        id="b1",
+        episode_id="ep1",
+        index=0,
+        text="Tom waits for Mara.",
+        scene="EXT. PIER",
+        captions=["MARA (O.S.): Tom?"],
+        duration_s=2.0,
+        backend="animatic",
+        state="pending",
+    )
+    ep.beats = [beat]
+    spec = build_job(ep, beat, 1).spec
+    assert [(d.speaker, d.text, d.extension) for d in spec.dialogue] == [("MARA", "Tom?", "O.S.")]
+    assert spec.characters == ["MARA"]
+    assert spec.options["previs_subtitles"] is False and "sound" not in spec.options

@@ -292,12 +292,13 @@ class JobQueue:
         self._nudge_standbys(WakeReason.STOPPING)
 
     def engine_lease_state(self) -> tuple[str | None, int]:
-        """(lease value or None, milliseconds it has left) in one round trip."""
+        """(lease value or None, milliseconds it has left; -1 for a lease without expiry)
+        in one round trip."""
         with self.r.pipeline(transaction=False) as p:
             p.get(self.keys.engine_lease)
             p.pttl(self.keys.engine_lease)
             value, pttl = p.execute()
-        return (_s(value) if value is not None else None), max(0, int(pttl))
+        return (_s(value) if value is not None else None), max(-1, int(pttl))
 
     def take_over_engine_lease(self, seen: str, holder: LeaseHolder, lease_s: float) -> str | None:
         """Replace a lease whose holder stopped answering, only if it is still `seen` (so
