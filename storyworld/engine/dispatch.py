@@ -61,6 +61,8 @@ def build_job(episode: Episode, beat: Beat, attempt: int, *, vram_routing: bool 
     spoken = sound.dialogue_fields(opts, beat, sound.speakers_of(episode))
     if (opts.pop(sound.SOUND, None) or {}).get("burn_subtitles"):
         opts["previs_subtitles"] = False  # the composer burns them in; not twice
+    if beat.index in (opts.pop(sound.TITLE_CARDS, None) or []):
+        opts["centered"] = True  # a title card: the previs draws the words on black
     staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
     seed = None if episode.seed is None else (episode.seed + beat.index) % (limits.MAX_SEED + 1)
     spec = RenderSpec(
