@@ -142,6 +142,11 @@ def duck_envelope(
     return (1.0 - duck * (1.0 - depth)).astype(np.float32)
 
 
+#: A signal whose samples stay under this fraction of a ceiling (-4 dB) cannot have peaks
+#: between its samples over it (band-limited audio overshoots its samples by far less).
+SAFE_BELOW = 0.63
+
+
 def true_peak_db(x: np.ndarray) -> float:
     """The true peak (dBTP) of a (channels, n) chunk: the sample peak of the signal
     oversampled four times."""
@@ -156,6 +161,8 @@ def limit_true_peak(x: np.ndarray, ceiling_db: float, rate: int = SAMPLE_RATE) -
     """Bring peaks above `ceiling_db` down with a smooth gain (5 ms attack before each
     peak, 80 ms release after), so the oversampled peak stays under the ceiling."""
     ceiling = db_to_gain(ceiling_db - 0.1)
+    if x.size == 0 or float(np.max(np.abs(x))) < ceiling * SAFE_BELOW:
+        return x  # far enough below the ceiling that no peak between samples reaches it
     # Each sample's level is the largest of its four oversampled neighbours: peaks between
     # samples count.
     up = np.abs(resample(x, 1, 4))
@@ -189,14 +196,17 @@ class LoudnessMeter:
         self.pending = np.zeros((channels, 0))
         self.sub: list[np.ndarray] = []  # per 100 ms: sum of squares per channel
         self.peak_db = -math.inf
+        self.sample_peak = 0.0
         self.samples = 0
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray, *, peak: bool = True) -> None:
         from scipy.signal import lfilter
 
         x = np.asarray(x, dtype=np.float64)
         self.samples += x.shape[1]
-        self.peak_db = max(self.peak_db, true_peak_db(x))
+        self.sample_peak = max(self.sample_peak, float(np.max(np.abs(x))) if x.size else 0.0)
+        if peak:
+            self.peak_db = max(self.peak_db, true_peak_db(x))
         y = x.copy()
         for k, (b, a) in enumerate(self.stages):
             for ch in range(y.shape[0]):

@@ -167,6 +167,7 @@ class Settings:
     ip_adapter_model: str = "h94/IP-Adapter"
     ip_adapter_scale: float = 0.6
     gpu_offload: str = "none"
+    vram_routing: bool = False
     consistency_min: float = 0.0
     max_rerolls: int = 2
     gemini_api_key: Secret = field(default_factory=lambda: Secret(""))
@@ -266,6 +267,7 @@ _ENV = {
     "IP_ADAPTER_MODEL": "ip_adapter_model",
     "IP_ADAPTER_SCALE": "ip_adapter_scale",
     "GPU_OFFLOAD": "gpu_offload",
+    "VRAM_ROUTING": "vram_routing",
     "CONSISTENCY_MIN": "consistency_min",
     "MAX_REROLLS": "max_rerolls",
     "GEMINI_API_KEY": "gemini_api_key",

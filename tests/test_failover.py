@@ -127,7 +127,7 @@ def _create(rt: Runtime) -> str:
 
 
 def _waiting(rt: Runtime) -> int:
-    return int(rt.queue.r.llen(rt.queue.keys.jobs))
+    return rt.queue.waiting()
 
 
 def test_a_standby_takes_over_a_busy_leader_killed_mid_work(engines, background) -> None:

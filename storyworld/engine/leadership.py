@@ -99,6 +99,8 @@ class Leadership:
             return
         self._announce(value)
         busy_ms = self.lease_ms(True)
+        if left_ms < 0:  # set by hand without expiry: watch it as an idle lease
+            left_ms = self.lease_ms(False)
         if left_ms <= busy_ms:
             # A busy leader renews every reclaim tick: wait until its lease would run out.
             self.queue.wait_for_handover(left_ms / 1000 + 0.05)

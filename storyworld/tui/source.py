@@ -506,11 +506,11 @@ class LiveSource:
         # First the newest event: every script writes its event with its change, so all
         # changes up to this event are in what the rest of the pipeline reads.
         p.xrevrange(k.events, "+", "-", count=1)
-        p.llen(k.jobs)
+        p.zcard(k.jobs)
         p.zcard(k.inflight)
-        p.llen(k.dead)
-        p.llen(k.results)
-        p.lindex(k.jobs, -1)
+        p.hlen(k.dead)
+        p.xlen(k.results)
+        p.zrange(k.jobs, 0, 0, withscores=True)
         p.exists(k.paused)
         p.get(k.engine_lease)
         p.zrange(k.workers, 0, -1, withscores=True)
@@ -649,12 +649,14 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _enqueued_at(raw: Any) -> float | None:
-    if not raw:
+def _enqueued_at(oldest: Any) -> float | None:
+    """Enqueue time (s) of the oldest waiting job: the score (ms) of the waiting set's first
+    member, as ZRANGE 0 0 WITHSCORES returns it."""
+    if not oldest:
         return None
     try:
-        return float(json.loads(raw)["enqueued_at"])
-    except (ValueError, KeyError, TypeError):
+        return float(oldest[0][1]) / 1000
+    except (ValueError, IndexError, TypeError):
         return None
 
 
