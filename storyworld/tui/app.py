@@ -31,6 +31,7 @@ from storyworld.tui.dashboard import Dashboard
 from storyworld.tui.data import Snapshot
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.fleet import FleetScreen
 from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
@@ -55,6 +56,8 @@ class ActionsLike(Protocol):
     def cancel(self, episode_id: str) -> dict[str, Any]: ...
     def requeue_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
     def bulk_jobs(self, query: JobQuery, action: str, expect: int) -> dict[str, Any]: ...
+    def command_worker(self, worker_id: str, command: str) -> dict[str, Any]: ...
+    def set_backend_paused(self, backend: str, paused: bool) -> dict[str, Any]: ...
     def drop_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
     def set_paused(self, paused: bool) -> None: ...
 
@@ -287,6 +290,33 @@ class ConsoleApp(App[int]):
 
     def open_history(self) -> None:
         self.push_screen(HistoryScreen())
+
+    def open_fleet(self) -> None:
+        self.push_screen(FleetScreen())
+
+    def command_worker(self, worker_id: str, command: str) -> None:
+        actions = self.actions
+        if actions is None:
+            return
+        self._act(
+            command.capitalize(),
+            lambda: actions.command_worker(worker_id, command),
+            lambda _: self.notify(f"Sent {command} to worker {worker_id}", timeout=4),
+        )
+
+    def set_backend_paused(
+        self, backend: str, paused: bool, then: Callable[[], None] | None = None
+    ) -> None:
+        actions = self.actions
+        if actions is None:
+            return
+
+        def done(_: Any) -> None:
+            self.notify(f"Dispatch to {backend} {'paused' if paused else 'resumed'}", timeout=4)
+            if then is not None:
+                then()
+
+        self._act("Pause backend", lambda: actions.set_backend_paused(backend, paused), done)
 
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:

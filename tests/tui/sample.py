@@ -213,6 +213,7 @@ class StubActions:
         raise RuntimeError("snapshot tests change nothing")
 
     create_episode = retry = cancel = requeue_dead = drop_dead = set_paused = _refuse
+    bulk_jobs = command_worker = set_backend_paused = _refuse
 
 
 def sample_app(snap: Snapshot | None = None) -> ConsoleApp:

@@ -15,6 +15,7 @@ from storyworld.tui.app import ConsoleApp
 from storyworld.tui.commands import COMMANDS, commands_for
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.fleet import FleetScreen
 from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.keyframes import KeyframesScreen
@@ -53,6 +54,7 @@ SCREENS: dict[str, Opener] = {
     "jobs": _opener(JobsScreen, lambda app: app.open_jobs()),
     "webhooks": _opener(WebhooksScreen, lambda app: app.open_webhooks()),
     "history": _opener(HistoryScreen, lambda app: app.open_history()),
+    "fleet": _opener(FleetScreen, lambda app: app.open_fleet()),
     "keyframes": _opener(KeyframesScreen, lambda app: app.push_screen(KeyframesScreen(EP))),
 }
 
