@@ -186,12 +186,14 @@ class LoudnessMeter:
 
     def __init__(self, rate: int = SAMPLE_RATE, channels: int = 2) -> None:
         import pyloudnorm
-        from scipy.signal import lfilter_zi
+        from scipy.signal import tf2sos
 
         meter = pyloudnorm.Meter(rate)  # K-weighting, 400 ms blocks, 75 % overlap
         self.rate = rate
-        self.stages = [(f.b, f.a) for f in meter._filters.values()]
-        self.zi = [[lfilter_zi(b, a) * 0.0 for _ in range(channels)] for b, a in self.stages]
+        # pyloudnorm's two K-weighting stages as second-order sections, run over both
+        # channels at once with their state carried between chunks.
+        self.sos = np.vstack([tf2sos(f.b, f.a) for f in meter._filters.values()])
+        self.zi = np.zeros((self.sos.shape[0], channels, 2))
         self.step = int(rate * 0.1)
         self.pending = np.zeros((channels, 0))
         self.sub: list[np.ndarray] = []  # per 100 ms: sum of squares per channel
@@ -200,17 +202,14 @@ class LoudnessMeter:
         self.samples = 0
 
     def add(self, x: np.ndarray, *, peak: bool = True) -> None:
-        from scipy.signal import lfilter
+        from scipy.signal import sosfilt
 
         x = np.asarray(x, dtype=np.float64)
         self.samples += x.shape[1]
         self.sample_peak = max(self.sample_peak, float(np.max(np.abs(x))) if x.size else 0.0)
         if peak:
             self.peak_db = max(self.peak_db, true_peak_db(x))
-        y = x.copy()
-        for k, (b, a) in enumerate(self.stages):
-            for ch in range(y.shape[0]):
-                y[ch], self.zi[k][ch] = lfilter(b, a, y[ch], zi=self.zi[k][ch])
+        y, self.zi = sosfilt(self.sos, x, axis=-1, zi=self.zi)
         data = np.concatenate([self.pending, y], axis=1)
         whole = data.shape[1] // self.step
         if whole:

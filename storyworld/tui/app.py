@@ -31,6 +31,7 @@ from storyworld.tui.dashboard import Dashboard
 from storyworld.tui.data import Snapshot
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
@@ -283,6 +284,9 @@ class ConsoleApp(App[int]):
 
     def open_webhooks(self) -> None:
         self.push_screen(WebhooksScreen())
+
+    def open_history(self) -> None:
+        self.push_screen(HistoryScreen())
 
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:

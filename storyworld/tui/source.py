@@ -33,6 +33,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import mask_url, redact
+from storyworld.engine import history as job_history
 from storyworld.engine import jobs as job_browser
 from storyworld.engine import services, webhooks
 from storyworld.engine.jobs import JobQuery
@@ -79,6 +80,8 @@ class Source(Protocol):
     def job(self, job_id: str) -> dict[str, Any]: ...
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int: ...
     def webhook_deliveries(self) -> list[dict[str, Any]]: ...
+    def history(self, window_s: float) -> dict[str, Any]: ...
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]: ...
 
 
 def describe_deployment(rt: Runtime) -> str:
@@ -277,6 +280,15 @@ class LiveSource:
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
         return webhooks.deliveries(self.rt, 200)
+
+    def history(self, window_s: float) -> dict[str, Any]:
+        return job_history.history(self.rt, window_s)  # the database only: no Redis command
+
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
+        per_hour = self.settings.gpu_cost_per_hour
+        return job_history.episode_costs(
+            self.rt, episode_id, workers=workers, gpu_cost_per_hour=per_hour
+        )
 
     def link(self, key: str) -> str:
         """An artifact's link: presigned (or public) URL on S3, a file URL locally."""
@@ -669,6 +681,9 @@ class FixedSource:
         self.selected_worker: str | None = None
         self.refreshes = 0
         self.deliveries: list[dict[str, Any]] = []
+        self.history_data: dict[str, Any] | None = None
+        self.costs: dict[str, Any] = {"gpu_seconds": 83.0, "cost": 0.02, "beats_left": 3,
+                                      "eta_s": 95.0}  # fmt: skip
         self._cb: SnapshotCallback = lambda s: None
 
     def start(self, on_snapshot: SnapshotCallback) -> None:
@@ -735,6 +750,13 @@ class FixedSource:
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
         return list(self.deliveries)
+
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
+        return dict(self.costs)
+
+    def history(self, window_s: float) -> dict[str, Any]:
+        return self.history_data or {"window_s": window_s, "bucket_s": window_s / 30,
+                                     "backends": {}, "total": None}  # fmt: skip
 
     def keyframe(self, key: str) -> Image.Image:
         if key not in self.keyframes:
