@@ -16,20 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import select
 
-from storyworld.config import ConfigError, Settings, load_settings, redact
+from storyworld.config import ConfigError, Settings, load_settings, mask_url, redact
 from storyworld.engine import services, sound
 from storyworld.engine.cast import Cast, CastError, find_cast, load_cast
+from storyworld.engine.errors import DEPENDENCY_ERRORS, EngineError, exit_code, translate
 from storyworld.engine.host import EngineHost
 from storyworld.engine.models import Episode, EpisodeState
 from storyworld.engine.planner import ScriptError, ScriptPlan, plan_file
-from storyworld.engine.runtime import Runtime, open_runtime
+from storyworld.engine.runtime import Runtime, database_url, open_runtime
 from storyworld.engine.schema import DatabaseTooNew
 from storyworld.protocol import KNOWN_BACKENDS
-from storyworld.queue import describe_redis_error
-from storyworld.storage import LocalStore, StorageError
 
 __all__ = ["main"]
 
@@ -135,27 +133,25 @@ def _find_resumable(rt: Runtime, key: str) -> Episode | None:
 
 
 class ProgressView:
-    """Progress of a render: beats done, percent and an ETA on one line, with bars for the
-    beats in flight on a terminal; on a pipe, a line per change of state (beat by beat for
+    """Progress of a render. On a terminal, a rich progress bar (beats done, %, ETA) with
+    a bar for each beat in flight; on a pipe, a line per change of state (beat by beat for
     a short episode, every 5 % for a long one)."""
 
-    BAR = 20
     #: Episodes longer than this show only the beats in flight, not one bar per beat.
     ALL_BARS = 24
 
     def __init__(self, stream: Any = sys.stderr, clock: Any = time.monotonic) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.drawn = 0
         self.last: dict[int, str] = {}
         self.clock = clock
         self.started = clock()
         self.first_done: int | None = None
         self.last_step = -1
-
-    def _bar(self, frac: float) -> str:
-        n = round(frac * self.BAR)
-        return "█" * n + "░" * (self.BAR - n)
+        self._progress: Any = None
+        self._main: Any = None
+        self._beat_tasks: dict[int, Any] = {}
+        self._failed_shown: set[int] = set()
 
     def headline(self, detail: dict[str, Any]) -> str:
         """`Title [state] 12/900 beats 1% ETA 14:05` (ETA once a beat is done here)."""
@@ -175,23 +171,8 @@ class ProgressView:
         beats = detail["beats"]
         if len(beats) > self.ALL_BARS or detail["beats_total"] > self.ALL_BARS:
             beats = [b for b in beats if b["state"] in ("rendering", "failed")][:8]
-        lines = []
-        for b in beats:
-            frac = 1.0 if b["state"] == "done" else progress.get(b["index"], 0.0)
-            if b["state"] in ("pending", "queued"):
-                frac = 0.0
-            tail = f" {b['error'][:60]}" if b["state"] == "failed" and b["error"] else ""
-            lines.append(
-                f"  beat {b['index'] + 1:>3} {self._bar(frac)} {b['state']:<9}"
-                f" {b['duration_s']:>4g}s{tail}"
-            )
         if self.tty:
-            if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            for line in [head, *lines]:
-                self.stream.write("\x1b[2K" + line + "\n")
-            self.drawn = len(lines) + 1
-            self.stream.flush()
+            self._show_rich(detail, beats, progress)
             return
         if detail["beats_total"] > self.ALL_BARS:
             step = int(20 * detail["beats_done"] / max(1, detail["beats_total"]))
@@ -208,16 +189,56 @@ class ProgressView:
             self.stream.write(f"episode {detail['id']}: {detail['state']}\n")
         self.stream.flush()
 
+    def _show_rich(
+        self, detail: dict[str, Any], beats: list[dict[str, Any]], progress: dict[int, float]
+    ) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-def _beat_progress(rt: Runtime, episode_id: str) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for w in rt.queue.workers():
-        if w.get("episode") == episode_id and w.get("beat") and w.get("progress"):
-            try:
-                out[int(w["beat"])] = float(w["progress"])
-            except ValueError:
-                continue
-    return out
+        done, total = detail["beats_done"], max(1, detail["beats_total"])
+        title = escape(f"{detail['title']} [{detail['state']}]")
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+            )
+            self._progress.start()
+            self._main = self._progress.add_task(title, total=total, completed=done)
+        p = self._progress
+        p.update(self._main, description=title, completed=done, total=total)
+        flying = {b["index"]: b for b in beats if b["state"] == "rendering"}
+        for index in [i for i in self._beat_tasks if i not in flying]:
+            p.remove_task(self._beat_tasks.pop(index))
+        for index in flying:
+            if index not in self._beat_tasks:
+                self._beat_tasks[index] = p.add_task(f"  beat {index + 1}", total=1.0)
+            p.update(self._beat_tasks[index], completed=progress.get(index, 0.0))
+        for b in beats:
+            if b["state"] == "failed" and b["index"] not in self._failed_shown:
+                self._failed_shown.add(b["index"])
+                p.console.print(f"beat {b['index'] + 1} failed: {(b['error'] or '')[:200]}",
+                                markup=False, highlight=False)  # fmt: skip
+
+    def close(self) -> None:
+        """Leave the bar on screen as it last was."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -243,12 +264,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     key = _script_key(text, opts)
     local = settings.local_mode and not settings.redis_url
     workers = args.workers if args.workers is not None else (2 if local else 0)
-    from storyworld.localfleet import LocalFleet
 
     rt = open_runtime(settings, role="storyworld-render")
     fleet = None
     stop = threading.Event()
     engine: EngineHost | None = None
+    view: ProgressView | None = None
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
@@ -256,7 +277,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        rt.store.check()
+        services.check_storage(rt)
         existing = None if args.new else _find_resumable(rt, key)
         if existing is not None and existing.state == EpisodeState.COMPLETED:
             print(
@@ -303,7 +324,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             )
             if drawn and film_state.get("keyframe_backend") not in (None, backend):
                 stages.append(film_state["keyframe_backend"])
-            fleet = LocalFleet(settings, rt.redis_url, rt.store, stages, workers)
+            fleet = services.local_fleet(rt, stages, workers)
             fleet.start()
         view = ProgressView()
         last_progress = 0.0
@@ -312,10 +333,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         while not stop.is_set():
             detail = services.episode_progress(rt, episode_id)
             if time.monotonic() - last_progress >= poll:
-                try:
-                    progress = _beat_progress(rt, episode_id)
-                except redis.RedisError:
-                    progress = {}
+                progress = services.beat_progress(rt, episode_id)
                 last_progress = time.monotonic()
             view.show(detail, progress)
             if detail["state"] == EpisodeState.COMPLETED:
@@ -345,6 +363,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 130
     finally:
         stop.set()
+        if view is not None:
+            view.close()
         if fleet is not None:
             fleet.stop()
         if engine is not None:
@@ -355,9 +375,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _output_location(rt: Runtime, key: str) -> str:
-    if isinstance(rt.store, LocalStore):
-        return str(rt.store.local_path(key))
-    return rt.store.url_for(key, rt.settings.s3_presign_expiry_s)
+    return services.artifact_location(rt, key)
 
 
 # --------------------------------------------------------------------------- episodes
@@ -396,7 +414,7 @@ def cmd_episode_create(args: argparse.Namespace) -> int:
     else:
         print(
             f"created episode {detail['id']} ({detail['beats_total']} beats, "
-            f"{detail['backend']}): {detail['title']}"
+            f"{detail['backend']}): {detail['title']}; saved, the engine dispatches it"
         )
     return 0
 
@@ -495,7 +513,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.getLogger().setLevel(logging.INFO)
     with open_runtime(settings, role="storyworld-engine") as rt:
-        rt.store.check()
+        services.check_storage(rt)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -526,6 +544,8 @@ def cmd_queue_stats(args: argparse.Namespace) -> int:
             )
     eng = st["engine"]
     print(f"engine: {eng.get('engine') if eng else 'none'}{' (paused)' if st['paused'] else ''}")
+    for u in st.get("unserved", []):
+        print(f"warning: {u['message']}")
     return 0
 
 
@@ -587,7 +607,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     """`db upgrade` brings the schema to this program's revision (every start does it too);
     `db status` only reports."""
     from storyworld.engine.models import make_engine
-    from storyworld.engine.runtime import database_url
     from storyworld.engine.schema import current_revision, head_revision, upgrade_database
 
     settings = _settings(args)
@@ -614,7 +633,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    _print_json(_settings(args).describe())
+    settings = _settings(args)
+    out = settings.describe_env()
+    # What the programs will open, with the defaults resolved (DATABASE_URL may be unset).
+    out["database (in use)"] = mask_url(database_url(settings))
+    _print_json(out)
     return 0
 
 
@@ -665,16 +688,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storyworld", description=__doc__.split("\n")[0])
     p.add_argument("--home", help="data directory of the local default (STORYWORLD_HOME)")
     p.add_argument("--env-file", default=".env", help="settings file (default .env)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = p.add_subparsers(dest="command", required=True)
 
     def episode_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--title")
-        sp.add_argument("--backend", choices=KNOWN_BACKENDS)
+        sp.add_argument("--title", help="episode title (default: the script's # Title line)")
+        sp.add_argument(
+            "--backend", choices=KNOWN_BACKENDS, help="render backend (default: DEFAULT_BACKEND)"
+        )
         sp.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x288")
-        sp.add_argument("--fps", type=int)
+        sp.add_argument("--fps", type=int, help="frames per second, 1-120 (default: DEFAULT_FPS)")
         sp.add_argument("--steps", type=int, help="diffusion steps")
-        sp.add_argument("--seed", type=int)
+        sp.add_argument(
+            "--seed", type=int, help="random seed, 0 to 2^63-1 (same seed, same frames)"
+        )
         sp.add_argument("--cast", help="cast file (default: <script>.cast.toml beside it)")
         sp.add_argument(
             "--keyframes",
@@ -704,34 +731,34 @@ def build_parser() -> argparse.ArgumentParser:
     ep = sub.add_parser("episode", help="create, list, show, retry, cancel episodes")
     eps = ep.add_subparsers(dest="episode_command", required=True)
     c = eps.add_parser("create", help="plan a script into an episode for the engine")
-    c.add_argument("script")
+    c.add_argument("script", help="plain text or .fountain script")
     episode_opts(c)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the episode as JSON")
     c.set_defaults(func=cmd_episode_create)
-    ls = eps.add_parser("list")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    ls = eps.add_parser("list", help="newest episodes with their progress")
+    ls.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    ls.add_argument("--json", action="store_true", help="print them as JSON")
     ls.set_defaults(func=cmd_episode_list)
-    sh = eps.add_parser("show")
-    sh.add_argument("id")
-    sh.add_argument("--json", action="store_true")
+    sh = eps.add_parser("show", help="one episode: beats, attempts, errors, artifacts")
+    sh.add_argument("id", help="episode id (a unique prefix works)")
+    sh.add_argument("--json", action="store_true", help="print it as JSON (with history)")
     sh.set_defaults(func=cmd_episode_show)
     rt = eps.add_parser("retry", help="render failed beats again (or one beat)")
-    rt.add_argument("id")
+    rt.add_argument("id", help="episode id (a unique prefix works)")
     rt.add_argument("--beat", type=int, help="beat number (1-based)")
     rt.set_defaults(func=cmd_episode_retry)
     ap = eps.add_parser("approve", help="approve keyframes: their clips render")
-    ap.add_argument("id")
+    ap.add_argument("id", help="episode id (a unique prefix works)")
     ap.add_argument("--beat", type=int, help="beat number (1-based); default every beat")
     ap.set_defaults(func=cmd_episode_approve)
     rr = eps.add_parser("reroll", help="draw one beat's keyframe again")
-    rr.add_argument("id")
+    rr.add_argument("id", help="episode id (a unique prefix works)")
     rr.add_argument("--beat", type=int, required=True, help="beat number (1-based)")
-    rr.add_argument("--seed", type=int)
+    rr.add_argument("--seed", type=int, help="seed of the new draw (default: a new one)")
     rr.add_argument("--text", help="new action text for the beat's prompt")
     rr.set_defaults(func=cmd_episode_reroll)
-    cn = eps.add_parser("cancel")
-    cn.add_argument("id")
+    cn = eps.add_parser("cancel", help="stop an episode: waiting jobs withdrawn, workers stop")
+    cn.add_argument("id", help="episode id (a unique prefix works)")
     cn.set_defaults(func=cmd_episode_cancel)
 
     e = sub.add_parser("engine", help="run the decision loop (headless)")
@@ -740,24 +767,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("queue", help="queue depths, dead letters, pause")
     qs = q.add_subparsers(dest="queue_command", required=True)
-    st = qs.add_parser("stats")
-    st.add_argument("--json", action="store_true")
+    st = qs.add_parser("stats", help="jobs waiting, in flight, dead; workers; the engine")
+    st.add_argument("--json", action="store_true", help="print them as JSON")
     st.set_defaults(func=cmd_queue_stats)
-    dd = qs.add_parser("dead")
-    dd.add_argument("--limit", type=int, default=100)
-    dd.add_argument("--json", action="store_true")
+    dd = qs.add_parser("dead", help="dead letters: job id (or ref), reason")
+    dd.add_argument("--limit", type=int, default=100, help="how many (default 100)")
+    dd.add_argument("--json", action="store_true", help="print them as JSON (with payloads)")
     dd.set_defaults(func=cmd_queue_dead)
     rq = qs.add_parser("requeue", help="send dead letters again")
-    rq.add_argument("job_ids", nargs="*")
-    rq.add_argument("--all", action="store_true")
+    rq.add_argument(
+        "job_ids", nargs="*", metavar="ID", help="job ids, or refs (entry:...) of unreadable ones"
+    )
+    rq.add_argument("--all", action="store_true", help="every dead letter")
     rq.set_defaults(func=cmd_queue_requeue)
     dr = qs.add_parser("drop", help="discard dead letters")
-    dr.add_argument("job_ids", nargs="*")
-    dr.add_argument("--all", action="store_true")
+    dr.add_argument(
+        "job_ids", nargs="*", metavar="ID", help="job ids, or refs (entry:...) of unreadable ones"
+    )
+    dr.add_argument("--all", action="store_true", help="every dead letter")
     dr.set_defaults(func=cmd_queue_drop)
     pa = qs.add_parser("pause", help="stop dispatching new jobs")
     pa.set_defaults(func=lambda a: cmd_queue_pause(a, True))
-    re_ = qs.add_parser("resume")
+    re_ = qs.add_parser("resume", help="dispatch new jobs again")
     re_.set_defaults(func=lambda a: cmd_queue_pause(a, False))
 
     w = sub.add_parser("worker", help="run a worker (same as storyworld-worker)", add_help=False)
@@ -767,15 +798,15 @@ def build_parser() -> argparse.ArgumentParser:
     dbs = db.add_subparsers(dest="db_command", required=True)
     for name, text in (("upgrade", "migrate to this program's schema"), ("status", "show it")):
         sp = dbs.add_parser(name, help=text)
-        sp.add_argument("--json", action="store_true")
+        sp.add_argument("--json", action="store_true", help="print it as JSON")
         sp.set_defaults(func=cmd_db)
 
     cf = sub.add_parser("config", help="show the settings in force (secrets masked)")
     cf.set_defaults(func=cmd_config)
 
     sv = sub.add_parser("serve", help="run the HTTP API (and the engine)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--no-engine", action="store_true", help="API only; another engine dispatches")
     sv.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     sv.set_defaults(func=cmd_serve)
@@ -785,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("engine", "worker", "console"),
         help="which checks (default: guessed from the settings)",
     )
-    dc.add_argument("--json", action="store_true")
+    dc.add_argument("--json", action="store_true", help="print the checks as JSON")
     dc.set_defaults(func=cmd_doctor)
 
     sm = sub.add_parser("smoke", help="render one tagged beat end to end and time each step")
@@ -802,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         help="longest wait of any one step, seconds (default 120)",
     )
-    sm.add_argument("--json", action="store_true")
+    sm.add_argument("--json", action="store_true", help="print the timings as JSON")
     sm.set_defaults(func=cmd_smoke)
     return p
 
@@ -818,15 +849,17 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ScriptError, CastError, CliError, services.NotFound, DatabaseTooNew) as e:
+    except EngineError as e:  # the engine's vocabulary, mapped once (engine.errors)
+        print(f"storyworld: {redact(str(e))}", file=sys.stderr)
+        return exit_code(e)
+    except (ConfigError, ScriptError, CastError, CliError, DatabaseTooNew) as e:
         print(f"storyworld: {redact(str(e))}", file=sys.stderr)
         return 2
-    except StorageError as e:
-        print(f"storyworld: storage: {redact(str(e))}", file=sys.stderr)
-        return 2
-    except redis.RedisError as e:
-        print(f"storyworld: {describe_redis_error(e, 'the configured REDIS_URL')}", file=sys.stderr)
-        return 3
+    except DEPENDENCY_ERRORS as e:  # Redis, storage: the same vocabulary
+        err = translate(e)
+        assert err is not None
+        print(f"storyworld: {redact(str(err))}", file=sys.stderr)
+        return exit_code(err)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,12 @@ def mask_url(url: str | None) -> str:
     if parts.password is None and not parts.username:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: show what was written, masked
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2] or None
+    if port:
+        host = f"{host}:{port}"
     user = parts.username or ""
     netloc = f"{user}:****@{host}" if parts.password is not None else f"****@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -163,6 +167,7 @@ class Settings:
     ip_adapter_model: str = "h94/IP-Adapter"
     ip_adapter_scale: float = 0.6
     gpu_offload: str = "none"
+    vram_routing: bool = False
     consistency_min: float = 0.0
     max_rerolls: int = 2
     gemini_api_key: Secret = field(default_factory=lambda: Secret(""))
@@ -173,6 +178,11 @@ class Settings:
     # Console and API.
     redis_daily_budget: int = 10_000
     api_token: Secret = field(default_factory=lambda: Secret(""))
+    # Webhooks (storyworld.engine.webhooks): URLs may carry tokens, so both are secrets.
+    webhook_url: Secret = field(default_factory=lambda: Secret(""))
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    #: For the console's cost estimates: what an hour of one GPU worker costs (0: unknown).
+    gpu_cost_per_hour: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         """Settings as a dict safe to print: secrets and URL passwords are masked."""
@@ -187,6 +197,11 @@ class Settings:
                 value = mask_url(value)
             out[f.name] = value
         return out
+
+    def describe_env(self) -> dict[str, Any]:
+        """`describe()` under the environment names users set (LEASE_SECONDS, not lease_s)."""
+        by_field = {name: env for env, name in _ENV.items()}
+        return {by_field.get(k, k): v for k, v in self.describe().items()}
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -252,6 +267,7 @@ _ENV = {
     "IP_ADAPTER_MODEL": "ip_adapter_model",
     "IP_ADAPTER_SCALE": "ip_adapter_scale",
     "GPU_OFFLOAD": "gpu_offload",
+    "VRAM_ROUTING": "vram_routing",
     "CONSISTENCY_MIN": "consistency_min",
     "MAX_REROLLS": "max_rerolls",
     "GEMINI_API_KEY": "gemini_api_key",
@@ -261,6 +277,9 @@ _ENV = {
     "VEO_DEADLINE_SECONDS": "veo_deadline_s",
     "REDIS_DAILY_BUDGET": "redis_daily_budget",
     "API_TOKEN": "api_token",
+    "WEBHOOK_URL": "webhook_url",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "GPU_COST_PER_HOUR": "gpu_cost_per_hour",
 }
 
 

@@ -111,8 +111,8 @@ def test_create_episode_records_it_and_wakes_the_engine(
         ep = s.get(Episode, d["id"])
         assert ep is not None and (ep.width, ep.height, ep.backend) == (80, 64, "animatic")
         assert len(s.scalars(select(Beat).where(Beat.episode_id == d["id"])).all()) == 3
-    wake = _redis(runtime).lrange(runtime.settings.result_queue, 0, -1)
-    assert any(b'"type": "wake"' in w for w in wake)
+    wake = _redis(runtime).xrange(runtime.settings.result_queue, "-", "+")
+    assert any(b'"type": "wake"' in fields[b"r"] for _id, fields in wake)
 
 
 def test_invalid_script_is_422_naming_the_line(client: TestClient, runtime: Runtime) -> None:
@@ -128,10 +128,20 @@ def test_invalid_script_is_422_naming_the_line(client: TestClient, runtime: Runt
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        ({"backend": "dalle"}, "unknown backend 'dalle'"),
-        ({"size": "huge"}, "size must look like 512x288"),
-        ({"size": "8x8"}, "out of range"),
+        ({"backend": "dalle"}, "backend: Input should be 'animatic'"),
+        ({"size": "huge"}, "size: String should match pattern"),
+        ({"size": "10x10"}, "size: String should match pattern"),
+        ({"script": "  \n "}, "the script is empty"),
+        ({"script": ""}, "script: String should have at least 1 character"),
         ({"fps": 0}, "fps: Input should be greater than or equal to 1"),
+        # Strict types: nothing is coerced.
+        ({"fps": True}, "fps: Input should be a valid integer"),
+        ({"fps": "12"}, "fps: Input should be a valid integer"),
+        ({"steps": 2.5}, "steps: Input should be a valid integer"),
+        ({"title": 7}, "title: Input should be a valid string"),
+        # Seeds: 0 <= seed < 2^63 (a BIGINT column).
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 2**63}, "seed: Input should be less than or equal to 9223372036854775807"),
         ({"format": "docx"}, "format"),
         ({"scrip": "typo"}, "scrip"),
     ],
@@ -204,7 +214,7 @@ def test_cancel_then_retry(client: TestClient, runtime: Runtime) -> None:
         assert "cancelled by the operator" in reasons
         assert "retry requested by the operator" in reasons
     r = client.post(f"/v1/episodes/{d['id']}/retry", json={"beat": 7})
-    assert r.status_code == 404 and "no beat 7" in r.json()["error"]
+    assert r.status_code == 409 and "there is no beat 7" in r.json()["error"]
 
 
 # --------------------------------------------------------------------------- queue
@@ -231,9 +241,8 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
     assert r.status_code == 422 and "job_ids" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"job_ids": ["job-1", "job-bad"]})
     assert r.json() == {"requeued": 1, "refused": ["job-bad"], "unmatched": []}
-    assert r_.llen(runtime.settings.job_queue) == 1
-    assert json.loads(r_.lindex(runtime.settings.job_queue, 0))["job_id"] == "job-1"
-    assert r_.llen(keys.dead) == 3
+    assert [x.decode() for x in r_.zrange(runtime.settings.job_queue, 0, -1)] == ["job-1"]
+    assert r_.hlen(keys.dead) == 3
 
     r = client.post("/v1/queue/dead/drop", json={"job_ids": ["job-bad"]})
     assert r.json() == {"dropped": 1, "unmatched": []}
@@ -242,7 +251,7 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
         assert r.status_code == 404 and "no-such-job" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"all": True})
     assert r.json() == {"requeued": 2, "refused": [], "unmatched": []}
-    assert r_.llen(runtime.settings.job_queue) == 3 and r_.llen(keys.dead) == 0
+    assert r_.zcard(runtime.settings.job_queue) == 3 and r_.hlen(keys.dead) == 0
 
     _dead_letter(runtime, "job-4", "{}")
     dropped = client.post("/v1/queue/dead/drop", json={"all": True}).json()
@@ -303,7 +312,7 @@ def test_render_through_the_api_and_fetch_the_video(
 ) -> None:
     d = _create(client)
     r = client.get(f"/v1/episodes/{d['id']}/video")
-    assert r.status_code == 404 and "not composed yet" in r.json()["error"]
+    assert r.status_code == 409 and "not composed yet" in r.json()["error"]
     background.engine(runtime)
     background.worker(runtime)
 
@@ -406,3 +415,94 @@ def test_storyworld_serve_starts_and_stops_on_sigterm(
             proc.kill()
             proc.wait()
         r.close()
+
+
+# --------------------------------------------------------------------------- round 2
+def test_idempotency_key_gives_one_episode_per_key(client: TestClient, runtime: Runtime) -> None:
+    first = client.post("/v1/episodes", json={"script": SCRIPT}, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201, first.text
+    # The same key and body (keys in another order): the same episode, never a second one.
+    again = client.post(
+        "/v1/episodes",
+        content=json.dumps({"title": None, "script": SCRIPT}),
+        headers={"Idempotency-Key": "k-1", "Content-Type": "application/json"},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == f"/v1/episodes/{first.json()['id']}"
+    # Another body with the same key: 409, nothing created.
+    other = client.post(
+        "/v1/episodes", json={"script": SCRIPT, "fps": 12}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert other.status_code == 409 and "different request body" in other.json()["error"]
+    # A request that fails (422) does not take the key.
+    bad = client.post(
+        "/v1/episodes", json={"script": BAD_SCRIPT}, headers={"Idempotency-Key": "k-2"}
+    )
+    assert bad.status_code == 422
+    ok = client.post("/v1/episodes", json={"script": SCRIPT}, headers={"Idempotency-Key": "k-2"})
+    assert ok.status_code == 201
+    with runtime.sessions() as s:
+        assert len(s.scalars(select(Episode)).all()) == 2
+    too_long = client.post(
+        "/v1/episodes", json={"script": SCRIPT}, headers={"Idempotency-Key": "x" * 201}
+    )
+    assert too_long.status_code == 422
+
+
+def test_a_body_over_the_limit_is_413(client: TestClient, runtime: Runtime) -> None:
+    from storyworld.api.app import MAX_BODY_BYTES
+
+    big = b'{"script": "' + b"a" * (MAX_BODY_BYTES + 1) + b'"}'
+    r = client.post("/v1/episodes", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # streamed: no Content-Length to refuse early
+        yield b'{"script": "'
+        for _ in range(MAX_BODY_BYTES // 1_000_000 + 1):
+            yield b"a" * 1_000_000
+        yield b'"}'
+
+    r = client.post(
+        "/v1/episodes/plan", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+    with runtime.sessions() as s:
+        assert s.scalars(select(Episode)).all() == []
+
+
+def test_openapi_lists_every_status_a_route_can_answer(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+
+    def codes(path: str, method: str) -> dict[str, Any]:
+        return paths[path][method]["responses"]
+
+    for path, ops in paths.items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in ops.items():
+            responses = op["responses"]
+            for code in ("401", "422", "503"):
+                assert code in responses, (method, path, code)
+            for code, entry in responses.items():
+                if code.startswith(("4", "5")):
+                    schema = entry["content"]["application/json"]["schema"]
+                    assert schema == error_ref, (method, path, code, schema)
+            if method == "post" and path != "/v1/episodes/plan":  # every change can be refused
+                assert "403" in responses, (method, path)
+    assert {"200", "201", "403", "409", "413"} <= set(codes("/v1/episodes", "post"))
+    assert {"404", "409"} <= set(codes("/v1/episodes/{episode_id}/retry", "post"))
+    assert {"404", "409"} <= set(codes("/v1/episodes/{episode_id}/cancel", "post"))
+    assert {"404", "413"} <= set(codes("/v1/queue/dead/requeue", "post"))
+    assert {"200", "307", "404", "502"} <= set(codes("/v1/episodes/{episode_id}/video", "get"))
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    create = spec["components"]["schemas"]["EpisodeCreate"]["properties"]
+    seed = next(s for s in create["seed"]["anyOf"] if s.get("type") == "integer")
+    assert (seed["minimum"], seed["maximum"]) == (0, 2**63 - 1)
+    assert isinstance(seed["maximum"], int)
+    header = next(p for p in paths["/v1/episodes"]["post"]["parameters"]
+                  if p["name"] == "idempotency-key")  # fmt: skip
+    assert header["in"] == "header"

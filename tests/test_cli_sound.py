@@ -43,6 +43,7 @@ def _project(tmp_path: Path, cast: str) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_cast_voices_and_scene_music_render(tmp_path: Path) -> None:
     _wav(tmp_path / "diner.wav")
     cast = (

@@ -149,3 +149,43 @@ def test_two_characters_render_with_speech_subtitles_and_loudness(
     assert peak <= -1.0 and true_peak_db(sound) <= -0.9  # AAC may move peaks a little
     data = out.read_bytes()
     assert 0 <= data.find(b"moov") < data.find(b"mdat")  # faststart: the index comes first
+
+
+def test_a_revision_reuses_voiced_beats_with_their_grown_length(runtime, background) -> None:
+    """An edit re-renders only the beat whose line changed; the reused beat keeps the
+    length it grew to and its cues, so the revision's sound and subtitles are whole."""
+    first_script = SCRIPT
+    edited = SCRIPT.replace("We should go before the storm.", "Let us go now.")
+    background.engine(runtime)
+    background.worker(runtime)
+
+    def render(text: str) -> dict:
+        plan = plan_script(text)
+        d = services.create_episode(runtime, plan, script=text, fps=12, reuse=True)
+        return wait_for(
+            lambda: (
+                (x := services.episode_detail(runtime, d["id"]))["state"] in ("completed", "failed")
+                and x
+            ),
+            timeout=120,
+        )
+
+    one = render(first_script)
+    two = render(edited)
+    assert one["state"] == two["state"] == "completed", two["error"]
+    assert [len(b["jobs"]) for b in two["beats"]] == [0, 1]  # beat 1 reused
+    assert two["beats"][0]["duration_s"] == one["beats"][0]["duration_s"] > 2.0
+    store = runtime.store
+    vtt = next(a["key"] for a in two["artifacts"] if a["key"].endswith(".vtt"))
+    cues = parse_vtt(store.local_path(vtt).read_text())
+    assert [c.text for c in cues] == [
+        "Tom, is that you?",
+        "I brought the lantern.",
+        "Let us go now.",
+    ]
+    out = store.local_path(two["output_key"])
+    sound = np.concatenate(list(decode_audio(out)), axis=1)
+    with av.open(str(out)) as c:
+        video_s = float(c.streams.video[0].frames / c.streams.video[0].average_rate)
+    assert abs(sound.shape[1] / SAMPLE_RATE - video_s) <= 1 / 12
+    assert abs(video_s - sum(b["duration_s"] for b in two["beats"])) <= 1 / 12

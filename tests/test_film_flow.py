@@ -223,3 +223,46 @@ def test_a_low_score_is_rerolled_then_flagged(runtime, background, tmp_path) -> 
         reasons = [h["reason"] for h in done["history"] if h["id"] == beat["id"]]
         assert sum("below CONSISTENCY_MIN" in r for r in reasons) == 2
     assert done["beats"][1]["rerolls"] == 0 and not done["beats"][1]["flagged"]
+
+
+def test_approvals_race_keyframes(runtime, background, tmp_path) -> None:
+    """Approvals from several threads while the engine applies keyframes: the film state
+    is read and written under a write lock, so no change is lost (SQLite here; PostgreSQL
+    in test_film_postgres)."""
+    import threading
+
+    cast = load_cast(write_cast(tmp_path))
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, approve=True, fps=8
+    )["id"]
+    background.engine(runtime)
+    background.worker(runtime)
+    background.worker(runtime)
+    threads = [
+        threading.Thread(target=services.approve_episode, args=(runtime, ep, n)) for n in (1, 2, 3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = _state(runtime, ep, "completed")
+    assert all(b["approved"] and b["keyframe"] for b in done["beats"])
+
+
+def test_vram_routing_puts_jobs_in_their_memory_class(runtime, tmp_path) -> None:
+    from storyworld.engine.dispatch import build_job
+    from storyworld.engine.models import Episode
+    from storyworld.protocol import wake_suffix
+
+    cast = load_cast(write_cast(tmp_path))
+    ep = services.create_episode(
+        runtime, plan_script(SCRIPT), script=SCRIPT, cast=cast, backend="wan", wake=False
+    )["id"]
+    with runtime.sessions() as s:
+        episode = s.get(Episode, ep)
+        beat = episode.beats[0]
+        keyframe = build_job(episode, beat, 1, vram_routing=True)
+        plain = build_job(episode, beat, 1)
+    assert (keyframe.kind, keyframe.backend, keyframe.min_vram_gb) == ("keyframe", "keyframe", 12)
+    assert wake_suffix(keyframe.backend, keyframe.min_vram_gb) == "keyframe@16"
+    assert plain.min_vram_gb == 0.0  # off by default: CPU workers report no GPU memory

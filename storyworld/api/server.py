@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from storyworld.api.app import create_app
 from storyworld.config import Settings
+from storyworld.engine import services
 from storyworld.engine.host import EngineHost
 from storyworld.engine.runtime import Runtime, open_runtime
 
@@ -70,7 +71,7 @@ def serve(
     try:
         rt = open_runtime(settings, role="storyworld-api")
         if run_engine:
-            rt.store.check()
+            services.check_storage(rt)
             engine = EngineHost(rt).start()
         config = uvicorn.Config(
             build_app(rt, read_only=read_only),

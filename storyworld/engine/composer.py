@@ -9,12 +9,14 @@ missing, a broken file) fails the episode with the reason.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +44,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, StorageError):
         return exc.transient
     return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc) is OSError
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no infinities or NaN (PostgreSQL refuses them): a silent mix measures
+    -inf LUFS, stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class Composer:
@@ -223,7 +237,7 @@ class Composer:
                     )
                 else:
                     row.size, row.sha256 = sub.size, sub.sha256
-            ep.options = {**(ep.options or {}), "mix": mix.to_json(fps)}
+            ep.options = {**(ep.options or {}), "mix": _json_safe(mix.to_json(fps))}
             s.add(
                 Upload(
                     key=key,

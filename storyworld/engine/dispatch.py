@@ -13,6 +13,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storyworld.capabilities import CAPABILITIES
 from storyworld.config import Settings
 from storyworld.engine import film, sound
 from storyworld.engine.models import (
@@ -53,12 +54,15 @@ def job_id_for(episode_id: str, beat_index: int, attempt: int) -> str:
     return f"{episode_id}-b{beat_index:03d}-a{attempt}"
 
 
-def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
+def build_job(episode: Episode, beat: Beat, attempt: int, *, vram_routing: bool = False) -> Job:
     """The clip job for one attempt at `beat`. Raises pydantic's ValidationError or
     `ProtocolError` for a beat whose fields exceed the protocol's limits."""
     opts = dict(episode.options or {})
     spoken = sound.dialogue_fields(opts, beat, sound.speakers_of(episode))
-    opts.pop(sound.SOUND, None)
+    if (opts.pop(sound.SOUND, None) or {}).get("burn_subtitles"):
+        opts["previs_subtitles"] = False  # the composer burns them in; not twice
+    if beat.index in (opts.pop(sound.TITLE_CARDS, None) or []):
+        opts["centered"] = True  # a title card: the previs draws the words on black
     staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
     seed = None if episode.seed is None else (episode.seed + beat.index) % (limits.MAX_SEED + 1)
     spec = RenderSpec(
@@ -81,13 +85,18 @@ def build_job(episode: Episode, beat: Beat, attempt: int) -> Job:
     if staged is not None:
         spec = film.staged_spec(spec, staged)
     kind = KeyframeJob if staged is not None and staged["kind"] == "keyframe" else Job
+    backend = staged["backend"] if staged else beat.backend
+    declared = CAPABILITIES.get(backend)
     return kind(
+        # VRAM_ROUTING: the backend's declared minimum puts the job on the wake list of
+        # its GPU memory class, so only a card that big takes it.
+        min_vram_gb=declared.min_vram_gb if vram_routing and declared else 0.0,
         job_id=job_id_for(episode.id, beat.index, attempt),
         episode_id=episode.id,
         beat_id=beat.id,
         beat_index=beat.index,
         attempt=attempt,
-        backend=staged["backend"] if staged else beat.backend,
+        backend=backend,
         spec=spec,
     )
 
@@ -98,6 +107,7 @@ class Dispatcher:
         self.sessions = sessions
         self.queue = queue
         self._last_repair_check = 0.0
+        self._last_unserved_check = 0.0
 
     def dispatch(self, token: str) -> int:
         """Queue every ready beat of active episodes. Returns how many were queued; raises
@@ -121,7 +131,7 @@ class Dispatcher:
                     transition(s, episode, EpisodeState.RENDERING, "dispatching beats")
                 attempt = beat.attempts + 1
                 try:
-                    job = build_job(episode, beat, attempt)
+                    job = build_job(episode, beat, attempt, vram_routing=self.settings.vram_routing)
                     payload = job.to_json()
                 except (ValueError, ProtocolError) as e:
                     # Refused at create time normally; a row written by hand or an older
@@ -175,6 +185,42 @@ class Dispatcher:
             if self.queue.enqueue(missing, token) < 0:
                 raise LeaseLost
         return len(missing)
+
+    def dead_letter_unserved(self, engine_id: str) -> int:
+        """With UNSERVED_TIMEOUT set: dead-letter jobs that have waited that long for a
+        backend no live worker serves, with the reason (the next tick applies them like
+        any dead letter). At most once a minute; free when nothing waits that long."""
+        timeout = self.settings.unserved_timeout_s
+        now = time.time()
+        if timeout <= 0 or now - self._last_unserved_check < min(60.0, timeout):
+            return 0
+        self._last_unserved_check = now
+        with self.sessions() as s:
+            old = s.execute(
+                select(JobRow.id, JobRow.backend, JobRow.payload)
+                .where(JobRow.state == JobState.QUEUED, JobRow.queued_at < now - timeout)
+                .limit(1000)
+            ).all()
+        if not old:
+            return 0
+        from storyworld.queue.fleet import fleet_stats
+
+        served = {
+            name
+            for name, load in fleet_stats(self.queue.r, self.queue.keys).by_backend.items()
+            if load.workers
+        }
+        unserved = [(j, b, p) for j, b, p in old if b not in served]
+        # Withdrawn from the waiting and wake lists first, then filed as dead letters.
+        self.queue.cancel_jobs([j for j, _, _ in unserved])
+        n = 0
+        for job_id, backend, payload in unserved:
+            reason = f"no live worker served {backend} for {timeout:g} s (UNSERVED_TIMEOUT)"
+            self.queue.dead_letter(payload, job_id, engine_id, reason)
+            n += 1
+        if n:
+            log.warning("dead-lettered %d job(s) no live worker serves", n)
+        return n
 
     def repair_due(self) -> bool:
         """A worker that dies between taking a job from a wake list and reserving it leaves

@@ -7,9 +7,15 @@ who caused it and carries no secret.
 
 from __future__ import annotations
 
+import redis
+
 from storyworld.config import ConfigError
+from storyworld.queue import describe_redis_error
+from storyworld.queue.embedded import EmbeddedRedisError
+from storyworld.storage import StorageError
 
 __all__ = [
+    "DEPENDENCY_ERRORS",
     "Conflict",
     "EngineError",
     "InvalidRequest",
@@ -17,6 +23,7 @@ __all__ = [
     "Unavailable",
     "exit_code",
     "http_status",
+    "translate",
 ]
 
 
@@ -40,7 +47,36 @@ class NotFound(EngineError, LookupError):
 
 class Unavailable(EngineError):
     """A dependency (Redis, storage, the database) cannot be reached or refuses us. When
-    raised by a change, nothing was saved (see `services.create_episode`)."""
+    raised by a change, nothing was saved (see `services.create_episode`). `permanent`:
+    it answered, but no retry will help (wrong credentials, a missing bucket)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+#: Exceptions of the parts below the engine that a face may meet; `translate` maps each to
+#: the vocabulary, so the faces catch these without importing Redis or storage.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    StorageError,
+    EmbeddedRedisError,
+)
+
+
+def translate(exc: BaseException) -> EngineError | None:
+    """The vocabulary's word for `exc` (None: not a failure the caller can act on)."""
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, redis.RedisError):
+        return Unavailable(describe_redis_error(exc, "the configured REDIS_URL"))
+    if isinstance(exc, StorageError):
+        return Unavailable(f"storage: {exc}", permanent=not exc.transient)
+    if isinstance(exc, EmbeddedRedisError):
+        return Unavailable(str(exc), permanent=True)
+    if isinstance(exc, ConfigError):
+        return InvalidRequest(str(exc))
+    return None
 
 
 _EXIT = {InvalidRequest: 2, Conflict: 2, NotFound: 2, Unavailable: 3}
@@ -62,5 +98,8 @@ def exit_code(exc: BaseException) -> int:
 
 
 def http_status(exc: BaseException) -> int:
-    """The HTTP status for a failure (4xx: the request, 503: a dependency, 500: other)."""
+    """The HTTP status for a failure (4xx: the request, 503: a dependency, 502: one that
+    answered but will not help on a retry, 500: other)."""
+    if isinstance(exc, Unavailable) and exc.permanent:
+        return 502
     return _lookup(exc, _HTTP, 500)

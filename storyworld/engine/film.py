@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storyworld.capabilities import CAPABILITIES, Need, describe_need
@@ -266,7 +266,9 @@ def initial_hold(film: dict[str, Any] | None, index: int) -> float:
 
 def clip_done(s: Session, beat: Beat, episode: Episode, result: Result) -> None:
     """A clip arrived: keep its last frame and let the next beat of the scene go."""
-    film = copy.deepcopy(film_of(episode.options) or {})
+    if film_of(episode.options) is None:
+        return  # rendered without film state: no query, batches stay one query each
+    film = _locked_film(s, episode)
     info = beat_info(film, beat.index)
     if info is None:
         return
@@ -362,6 +364,20 @@ def is_keyframe_job(payload: str) -> bool:
         return False
 
 
+def _locked_film(s: Session, episode: Episode) -> dict[str, Any]:
+    """The episode's film state, read again under a row lock (SELECT ... FOR UPDATE on
+    PostgreSQL): the engine applying a keyframe and an operator approving another beat
+    read-modify-write the same JSON, and neither may lose the other's change. SQLite
+    ignores FOR UPDATE and its driver opens a transaction only at the first write, so a
+    no-op UPDATE first takes the database's write lock (others wait, busy_timeout)."""
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(
+            update(Episode).where(Episode.id == episode.id).values(updated_at=Episode.updated_at)
+        )
+    s.refresh(episode, attribute_names=["options"], with_for_update=True)
+    return copy.deepcopy(film_of(episode.options) or {})
+
+
 def save(episode: Episode, film: dict[str, Any]) -> None:
     """Store changed film state (a new dict, so the JSON column sees the change)."""
     episode.options = {**(episode.options or {}), FILM: copy.deepcopy(film)}
@@ -372,7 +388,7 @@ def keyframe_done(
 ) -> None:
     """A keyframe arrived: re-roll it if it scores below CONSISTENCY_MIN (up to
     MAX_REROLLS), else stop for approval or go on to the clip."""
-    film = copy.deepcopy(film_of(episode.options) or {})
+    film = _locked_film(s, episode)
     info = beat_info(film, beat.index)
     if info is None or beat.state == BeatState.DONE or beat.attempts != job.attempt:
         return
@@ -426,7 +442,7 @@ def await_approval_if_ready(s: Session, episode: Episode, film: dict[str, Any]) 
 def approve(s: Session, episode: Episode, index: int | None) -> list[int]:
     """Approve the keyframe of beat `index` (0-based), or of every beat. Returns the
     beats approved. The episode renders on once none waits for approval."""
-    film = copy.deepcopy(film_of(episode.options) or {})
+    film = _locked_film(s, episode)
     approved: list[int] = []
     for beat in episode.beats:
         info = beat_info(film, beat.index)
@@ -451,7 +467,7 @@ def reroll(
 ) -> dict[str, Any]:
     """Draw beat `beat`'s keyframe again (a new seed, or `seed`; `text` replaces the
     beat's action text for the prompt)."""
-    film = copy.deepcopy(film_of(episode.options) or {})
+    film = _locked_film(s, episode)
     info = beat_info(film, beat.index)
     if info is None:
         raise ConfigError("this episode was created without keyframes; use episode retry")
@@ -596,7 +612,12 @@ def reuse_from_revision(
             last_frame=old_info.get("last_frame"),
             approved=True,
         )
-        reused[int(index)] = {"clip_key": beat.clip_key, "job_id": source}
+        # The clip's length, which may have grown to fit its dialogue.
+        reused[int(index)] = {
+            "clip_key": beat.clip_key,
+            "job_id": source,
+            "duration_s": beat.duration_s,
+        }
     return reused
 
 

@@ -16,6 +16,7 @@ import redis
 
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.runtime import Runtime
+from storyworld.engine.webhooks import WebhookDispatcher
 
 __all__ = ["EngineHost"]
 
@@ -43,6 +44,9 @@ class EngineHost:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Webhooks ride along with every engine (their outbox makes that safe): a thread of
+        # their own, so a slow endpoint never slows the decision loop.
+        self.webhooks = WebhookDispatcher(rt)
 
     @property
     def engine_id(self) -> str:
@@ -65,11 +69,13 @@ class EngineHost:
             target=self.engine.run, args=(self._stop,), name="engine", daemon=True
         )
         self._thread.start()
+        self.webhooks.start()
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the loop; a leader hands the lease over at once."""
         self._stop.set()
+        self.webhooks.stop()
         try:
             if self.engine.is_leader:
                 self.rt.queue.wake_engine("stopping")

@@ -135,7 +135,8 @@ def _where(q: JobQuery, stmt: Select[Any]) -> Select[Any]:
 def _row(j: JobRow) -> dict[str, Any]:
     prompt = ""
     try:
-        prompt = str(json.loads(j.payload).get("spec", {}).get("prompt", ""))
+        spec = json.loads(j.payload).get("spec", {})
+        prompt = str(spec.get("prompt") or spec.get("text") or "")
     except (ValueError, AttributeError, TypeError):
         pass
     return {

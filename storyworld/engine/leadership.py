@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from storyworld.config import Settings
 from storyworld.protocol import LeaseHolder, WakeReason, parse_lease_holder
@@ -42,6 +43,8 @@ class Leadership:
         self.busy = True  # a new leader reconciles first: short lease
         self.holder: LeaseHolder | None = None  # who leads, while we stand by
         self._announced: str | None = None
+        #: Told the standby status as soon as it is known (before blocking).
+        self.on_status: Callable[[str], None] = lambda _status: None
 
     @property
     def is_leader(self) -> bool:
@@ -99,6 +102,8 @@ class Leadership:
             return
         self._announce(value)
         busy_ms = self.lease_ms(True)
+        if left_ms < 0:  # set by hand without expiry: watch it as an idle lease
+            left_ms = self.lease_ms(False)
         if left_ms <= busy_ms:
             # A busy leader renews every reclaim tick: wait until its lease would run out.
             self.queue.wait_for_handover(left_ms / 1000 + 0.05)
@@ -145,6 +150,7 @@ class Leadership:
 
     def _announce(self, value: str) -> None:
         self.holder = parse_lease_holder(value)
+        self.on_status(self.status())
         if value == self._announced:
             return
         self._announced = value

@@ -265,6 +265,42 @@ class Upload(Base):
     at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
 
 
+class IdempotencyKey(Base):
+    """`Idempotency-Key` of `POST /v1/episodes`: the same key and body give the same
+    episode; the body's hash tells a replay from a different request (409)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    episode_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one row per event and endpoint, written in the engine's
+    transaction, delivered (at least once, with backoff) by storyworld.engine.webhooks."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", "url"),
+        Index("ix_webhook_outbox_due", "state", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2000))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[float] = mapped_column(Float, default=time.time)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class Transition(Base):
     __tablename__ = "transitions"
 

@@ -69,6 +69,7 @@ class Orchestrator:
         self.outcomes = Outcomes(settings, sessions, self.policy)
         self.dispatcher = Dispatcher(settings, sessions, queue)
         self.leadership = Leadership(queue, settings, self.engine_id)
+        self.leadership.on_status = self._set_status
         self.composer = Composer(
             sessions, store, self.policy, engine_id=self.engine_id, on_done=self._composed
         )
@@ -134,6 +135,10 @@ class Orchestrator:
     def stop(self) -> None:
         self._stop.set()
 
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.paused = False
+
     def shutdown(self) -> None:
         self.composer.shutdown()
         try:
@@ -183,8 +188,11 @@ class Orchestrator:
             self._applied.extend(tick.results)
             if tick.repaired:
                 log.warning("rebuilt wake lists for %d waiting job(s)", tick.repaired)
+            # Dead-lettered now, they come back with the next tick like any dead letter.
+            filed = busy and self.dispatcher.dead_letter_unserved(self.engine_id) > 0
             interval = self.settings.reclaim_interval_s if busy else self._idle_block_s()
-            self._next_tick = now if len(tick.results) >= self.MAX_RESULTS else now + interval
+            full = len(tick.results) >= self.MAX_RESULTS
+            self._next_tick = now if full or filed else now + interval
         self.status = "paused" if self.paused else "dispatching"
         try:
             if not self.paused:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 
-from storyworld.config import ConfigError
-from storyworld.engine import film
+from storyworld.engine import errors, film, sound
 from storyworld.engine.cast import Cast
+from storyworld.engine.errors import Conflict, InvalidRequest, Unavailable
 from storyworld.engine.models import (
     Artifact,
     Beat,
@@ -29,7 +30,9 @@ from storyworld.engine.models import (
 from storyworld.engine.planner import ScriptPlan, plan_script
 from storyworld.engine.runtime import Runtime
 from storyworld.protocol import KNOWN_BACKENDS, WakeReason, limits
+from storyworld.queue import describe_redis_error
 from storyworld.queue.fleet import fleet_stats
+from storyworld.storage import LocalStore, StorageError
 
 __all__ = [
     "NotFound",
@@ -52,8 +55,8 @@ __all__ = [
 ]
 
 
-class NotFound(LookupError):
-    pass
+# The one vocabulary of failures (engine.errors); NotFound stays importable from here.
+NotFound = errors.NotFound
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -61,15 +64,15 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"size must look like 512x288, not {text!r}") from None
+        raise InvalidRequest(f"size must look like 512x288, not {text!r}") from None
     if not (16 <= w <= 4096 and 16 <= h <= 4096):
-        raise ConfigError(f"size {text} is out of range (16 to 4096 pixels a side)")
+        raise InvalidRequest(f"size {text} is out of range (16 to 4096 pixels a side)")
     return w, h
 
 
 def check_backend(name: str) -> str:
     if name not in KNOWN_BACKENDS:
-        raise ConfigError(f"unknown backend {name!r} (choose from {', '.join(KNOWN_BACKENDS)})")
+        raise InvalidRequest(f"unknown backend {name!r} (choose from {', '.join(KNOWN_BACKENDS)})")
     return name
 
 
@@ -117,11 +120,11 @@ def create_episode(
     width, height = size or (s.default_width, s.default_height)
     fps = fps or s.default_fps
     if not 1 <= fps <= 120:
-        raise ConfigError(f"fps must be between 1 and 120, not {fps}")
+        raise InvalidRequest(f"fps must be between 1 and 120, not {fps}")
     if steps is not None and not 1 <= steps <= 500:
-        raise ConfigError(f"steps must be between 1 and 500, not {steps}")
+        raise InvalidRequest(f"steps must be between 1 and 500, not {steps}")
     if seed is not None and not 0 <= seed <= limits.MAX_SEED:
-        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+        raise InvalidRequest(f"seed must be between 0 and 2^63-1, not {seed}")
     film_state = None
     if cast is not None or keyframes is not None or approve or (candidates or 1) > 1 or reuse:
         film_state = film.plan_film(
@@ -133,6 +136,13 @@ def create_episode(
             approve=approve,
             render_inputs=film.render_inputs(s, backend, (width, height), fps, steps, seed),
         )
+    # Voices and sound files are refused here too (the console and the API create
+    # episodes without the CLI), before anything is stored.
+    sound.check_sound(
+        plan,
+        {"film": {"cast": cast.to_json() if cast else None}, **(options or {})},
+        local_models=s.local_mode,
+    )
     title = (title or plan.title or "Untitled episode")[:300]
     with rt.sessions.begin() as session:
         reused: dict[int, dict[str, Any]] = {}
@@ -148,7 +158,7 @@ def create_episode(
             fps=fps,
             steps=steps,
             seed=seed,
-            options=dict(options or {}),
+            options={**(options or {}), **sound.beat_marks(plan)},
             state=EpisodeState.PLANNED,
         )
         session.add(ep)
@@ -165,7 +175,7 @@ def create_episode(
                     text=b.text,
                     scene=b.scene,
                     captions=list(b.captions),
-                    duration_s=b.duration_s,
+                    duration_s=old.get("duration_s", b.duration_s) if old else b.duration_s,
                     backend=backend,
                     state=BeatState.DONE if old else BeatState.PENDING,
                     clip_key=old["clip_key"] if old else None,
@@ -182,9 +192,36 @@ def create_episode(
             )
         )
         episode_id = ep.id
-    if wake:
-        rt.queue.wake_engine(WakeReason.CREATED)
+        session.flush()
+        _check_jobs_fit(ep)
+        if wake:
+            # Last, inside the transaction: if Redis is down or refuses us, nothing is
+            # saved and the caller is told so (a retry then makes no duplicate).
+            _wake_or_refuse(rt, WakeReason.CREATED, "nothing was saved")
     return episode_detail(rt, episode_id)
+
+
+def _check_jobs_fit(ep: Episode) -> None:
+    """Every beat's first job must fit the protocol's limits, or nothing is saved."""
+    from storyworld.engine.dispatch import build_job
+
+    for beat in ep.beats:
+        if beat.state != BeatState.PENDING:
+            continue
+        try:
+            build_job(ep, beat, 1).to_json()
+        except ValueError as e:
+            first = str(e).splitlines()
+            raise InvalidRequest(f"beat {beat.index + 1} cannot be sent: {first[0]}") from None
+
+
+def _wake_or_refuse(rt: Runtime, reason: str, consequence: str) -> None:
+    try:
+        rt.queue.wake_engine(reason)
+    except redis.RedisError as e:
+        raise Unavailable(
+            f"{describe_redis_error(e, rt.clients.url_for_display)}; {consequence}"
+        ) from None
 
 
 def _summary(ep: Episode, done: int, total: int, failed: int) -> dict[str, Any]:
@@ -369,10 +406,10 @@ def retry_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> dict
             and not targets
             and ep.state not in (EpisodeState.FAILED, EpisodeState.CANCELLED)
         ):
-            raise ConfigError(f"episode {ep.id} has no failed or cancelled beats to retry")
+            raise Conflict(f"episode {ep.id} has no failed or cancelled beats to retry")
         for b in targets:
             if b.state in (BeatState.QUEUED, BeatState.RENDERING):
-                raise ConfigError(f"beat {b.index} is {b.state}; wait for it or cancel first")
+                raise Conflict(f"beat {b.index} is {b.state}; wait for it or cancel first")
             b.retry_offset = b.attempts
             b.not_before = 0.0
             b.error = None
@@ -392,7 +429,7 @@ def cancel_episode(rt: Runtime, episode_id: str) -> dict[str, Any]:
     with rt.sessions.begin() as s:
         ep = _get_episode(s, episode_id)
         if ep.state in (EpisodeState.COMPLETED, EpisodeState.CANCELLED):
-            raise ConfigError(f"episode {ep.id} is already {ep.state}")
+            raise Conflict(f"episode {ep.id} is already {ep.state}")
         for b in ep.beats:
             for j in b.jobs:
                 if j.state in (JobState.QUEUED, JobState.RENDERING):
@@ -411,7 +448,26 @@ def queue_stats(rt: Runtime) -> dict[str, Any]:
     st = rt.queue.stats().as_dict()
     st["queue"] = rt.settings.job_queue
     st["fleet"] = fleet_stats(rt.queue.r, rt.queue.keys).as_dict()
+    st["unserved"] = unserved(st["fleet"])
     return st
+
+
+def unserved(fleet: dict[str, Any]) -> list[dict[str, Any]]:
+    """Backends with jobs waiting and no live worker that serves them, each with a line
+    for people: `3 jobs wait for svd; no live worker serves svd`."""
+    out = []
+    for name, load in sorted(fleet.get("by_backend", {}).items()):
+        if load.get("waiting") and not load.get("workers"):
+            n = load["waiting"]
+            out.append(
+                {
+                    "backend": name,
+                    "waiting": n,
+                    "message": f"{n} job{'s' if n != 1 else ''} wait{'' if n != 1 else 's'} "
+                    f"for {name}; no live worker serves {name}",
+                }
+            )
+    return out
 
 
 def dead_letters(rt: Runtime, limit: int = 100) -> list[dict[str, Any]]:
@@ -445,15 +501,16 @@ def requeue_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any
     unmatched = _unmatched(rt, job_ids)
     if job_ids and len(unmatched) == len(job_ids):
         return {"requeued": 0, "refused": [], "unmatched": unmatched}
-    moved, refused = rt.queue.requeue_dead(job_ids or None)
-    if moved:
+    count, moved, refused = rt.queue.requeue_dead_letters(job_ids or None)
+    if count:
+        # Only the rows of letters Redis moved: a letter already dropped stays dead here.
         with rt.sessions.begin() as s:
-            for job in s.scalars(select(JobRow).where(JobRow.state == JobState.DEAD)):
-                if job_ids and job.id not in job_ids:
-                    continue
+            for job in s.scalars(
+                select(JobRow).where(JobRow.id.in_(moved), JobRow.state == JobState.DEAD)
+            ):
                 transition(s, job, JobState.QUEUED, "dead letter requeued by the operator")
         rt.queue.wake_engine(WakeReason.REQUEUED)
-    return {"requeued": moved, "refused": refused, "unmatched": unmatched}
+    return {"requeued": count, "refused": refused, "unmatched": unmatched}
 
 
 def drop_dead(rt: Runtime, job_ids: list[str] | None = None) -> dict[str, Any]:
@@ -495,7 +552,7 @@ def approve_episode(rt: Runtime, episode_id: str, beat: int | None = None) -> di
     with rt.sessions.begin() as s:
         ep = _get_episode(s, episode_id)
         if film.film_of(ep.options) is None:
-            raise ConfigError(f"episode {ep.id} was created without keyframes to approve")
+            raise Conflict(f"episode {ep.id} was created without keyframes to approve")
         index = _beat_index(ep, beat)
         film.approve(s, ep, index)
         episode_id = ep.id
@@ -514,9 +571,9 @@ def reroll_beat(
     """Draw beat `beat`'s (1-based) keyframe again, with a new seed (or `seed`) and
     optionally new action text; nothing else of the episode is rendered again."""
     if seed is not None and not 0 <= seed <= limits.MAX_SEED:
-        raise ConfigError(f"seed must be between 0 and 2^63-1, not {seed}")
+        raise InvalidRequest(f"seed must be between 0 and 2^63-1, not {seed}")
     if text is not None and not text.strip():
-        raise ConfigError("--text must not be empty")
+        raise InvalidRequest("--text must not be empty")
     with rt.sessions.begin() as s:
         ep = _get_episode(s, episode_id)
         index = _beat_index(ep, beat)
@@ -531,5 +588,83 @@ def _beat_index(ep: Episode, beat: int | None) -> int | None:
     if beat is None:
         return None
     if not 1 <= beat <= len(ep.beats):
-        raise ConfigError(f"episode {ep.id} has beats 1 to {len(ep.beats)}, not {beat}")
+        raise InvalidRequest(f"episode {ep.id} has beats 1 to {len(ep.beats)}, not {beat}")
     return beat - 1
+
+
+# --------------------------------------------------------------------------- for the faces
+# The CLI, the API and the console reach Redis and storage only through these.
+def check_storage(rt: Runtime) -> None:
+    """Raise `Unavailable` if the artifact store cannot be written."""
+    try:
+        rt.store.check()
+    except StorageError as e:
+        raise Unavailable(f"storage: {e}", permanent=not e.transient) from None
+
+
+def check_redis(rt: Runtime) -> None:
+    """Raise `Unavailable` (saying what is wrong) if Redis does not answer."""
+    try:
+        rt.clients.fast.ping()
+    except redis.RedisError as e:
+        raise Unavailable(describe_redis_error(e, rt.clients.url_for_display)) from None
+
+
+def check_database(rt: Runtime) -> None:
+    """Raise `Unavailable` if the database does not answer."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with rt.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        first = (str(getattr(e, "orig", None) or "").splitlines() or [type(e).__name__])[0]
+        raise Unavailable(f"database unavailable: {first}") from None
+
+
+def workers(rt: Runtime) -> list[dict[str, str]]:
+    """Heartbeats of known workers (state `gone` for expired ones)."""
+    return rt.queue.workers()
+
+
+def beat_progress(rt: Runtime, episode_id: str) -> dict[int, float]:
+    """Render progress (0..1) of the beats of `episode_id` that workers hold now; empty
+    while Redis is unreachable (progress is a nicety, never a failure)."""
+    out: dict[int, float] = {}
+    try:
+        rows = rt.queue.workers()
+    except redis.RedisError:
+        return out
+    for w in rows:
+        if w.get("episode") == episode_id and w.get("beat") and w.get("progress"):
+            try:
+                out[int(w["beat"])] = float(w["progress"])
+            except ValueError:
+                continue
+    return out
+
+
+def artifact_file(rt: Runtime, key: str) -> tuple[str, str] | None:
+    """(local path, content type) of an artifact in the local folder; None on S3 (use
+    `artifact_url`). Raises `NotFound` if the local file is missing."""
+    if not isinstance(rt.store, LocalStore):
+        return None
+    stored = rt.store.head(key)
+    if stored is None:
+        raise NotFound(f"{key} is missing from the artifact folder")
+    return str(rt.store.local_path(key)), stored.content_type
+
+
+def artifact_location(rt: Runtime, key: str) -> str:
+    """Where a person finds an artifact: its path in the local folder, else a URL."""
+    if isinstance(rt.store, LocalStore):
+        return str(rt.store.local_path(key))
+    return artifact_url(rt, key)
+
+
+def local_fleet(rt: Runtime, backends: list[str], count: int, **kw: Any) -> Any:
+    """Local worker processes for this deployment (not started)."""
+    from storyworld.localfleet import LocalFleet
+
+    return LocalFleet(rt.settings, rt.redis_url, rt.store, backends, count, **kw)

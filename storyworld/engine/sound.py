@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storyworld.config import ConfigError
+from storyworld.engine.errors import InvalidRequest
 from storyworld.engine.models import Artifact, Beat, Episode, JobRow, note
 from storyworld.engine.planner import ScriptPlan, characters_named, parse_caption
 from storyworld.protocol import Result, SpokenLine
@@ -28,6 +28,7 @@ from storyworld.voices import VoiceError, parse_voice
 __all__ = [
     "SOUND",
     "beat_cues",
+    "beat_marks",
     "check_sound",
     "dialogue_fields",
     "episode_beds",
@@ -39,6 +40,16 @@ __all__ = [
 #: episode.options key: {"music": path, "ambience": path, "scenes": {heading: path},
 #: "burn_subtitles": bool}. Paths are absolute (resolved when the episode is created).
 SOUND = "sound"
+
+
+#: episode.options key: indices of the beats that are title cards (Fountain centered text).
+TITLE_CARDS = "title_cards"
+
+
+def beat_marks(plan: ScriptPlan) -> dict[str, Any]:
+    """What the beats table has no column for, kept in the episode's options."""
+    cards = [b.index for b in plan.beats if getattr(b, "centered", False)]
+    return {TITLE_CARDS: cards} if cards else {}
 
 
 def _cast(options: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +159,7 @@ def check_sound(plan: ScriptPlan, options: dict[str, Any], *, local_models: bool
         try:
             parse_voice(str(c.get("voice", "")), name, check_files=local_models)
         except VoiceError as e:
-            raise ConfigError(f"cast: {e}") from None
+            raise InvalidRequest(f"cast: {e}") from None
     sound = options.get(SOUND) or {}
     files = [("music bed", sound.get("music")), ("ambience", sound.get("ambience"))]
     files += [(f"music of scene {h!r}", p) for h, p in (sound.get("scenes") or {}).items()]
@@ -157,7 +168,7 @@ def check_sound(plan: ScriptPlan, options: dict[str, Any], *, local_models: bool
             try:
                 check_decodable(path, what)
             except AudioError as e:
-                raise ConfigError(str(e)) from None
+                raise InvalidRequest(str(e)) from None
     del plan  # every speaker without a cast voice gets a default one: nothing to check
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-import redis
 from sqlalchemy.exc import SQLAlchemyError
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.css.query import NoMatches
@@ -21,21 +20,23 @@ from textual.message import Message
 from textual.screen import Screen
 
 from storyworld.config import ConfigError, redact
+from storyworld.engine.errors import DEPENDENCY_ERRORS, Unavailable, translate
 from storyworld.engine.jobs import JobQuery
 from storyworld.engine.models import IllegalTransition
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.services import NotFound
 from storyworld.protocol import KNOWN_BACKENDS
-from storyworld.storage import StorageError
 from storyworld.tui.commands import commands_for
 from storyworld.tui.dashboard import Dashboard
 from storyworld.tui.data import Snapshot
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
 from storyworld.tui.source import Source
+from storyworld.tui.webhooks import WebhooksScreen
 from storyworld.tui.widgets import KeyedTable, Tones, tones_for
 
 __all__ = ["ActionsLike", "ConsoleApp", "SnapshotReady", "user_message"]
@@ -70,10 +71,8 @@ def user_message(exc: BaseException) -> str:
     """A one-line, secret-free message for a failed action."""
     if isinstance(exc, (ConfigError, NotFound, ScriptError, IllegalTransition)):
         text = str(exc)
-    elif isinstance(exc, redis.RedisError):
-        text = "Redis unreachable: nothing was changed; try again when it is back"
-    elif isinstance(exc, StorageError):
-        text = f"storage: {exc}"
+    elif isinstance(exc, (*DEPENDENCY_ERRORS, Unavailable)):
+        text = str(translate(exc))  # Redis, storage: the engine's words (engine.errors)
     elif isinstance(exc, SQLAlchemyError):
         text = "database unreachable: nothing was changed; try again when it is back"
     else:
@@ -282,6 +281,12 @@ class ConsoleApp(App[int]):
 
     def open_jobs(self, query: str = "") -> None:
         self.push_screen(JobsScreen(query))
+
+    def open_webhooks(self) -> None:
+        self.push_screen(WebhooksScreen())
+
+    def open_history(self) -> None:
+        self.push_screen(HistoryScreen())
 
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:

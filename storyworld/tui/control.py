@@ -103,16 +103,7 @@ class EngineHost:
         self._detach = self.ring.attach()
         self.host.start()
         if self.workers:
-            from storyworld.localfleet import LocalFleet
-
-            self.fleet = LocalFleet(
-                self.rt.settings,
-                self.rt.redis_url,
-                self.rt.store,
-                self.backends,
-                self.workers,
-                name="console",
-            )
+            self.fleet = services.local_fleet(self.rt, self.backends, self.workers, name="console")
             self.fleet.start()
 
     def describe(self) -> tuple[str, str, bool]:

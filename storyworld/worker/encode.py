@@ -32,7 +32,7 @@ class EncodedClip:
 def encode_output(
     job: Job, out: RenderOutput, workdir: Path, speech: BeatSpeech | None = None
 ) -> EncodedClip:
-    from storyworld.soundtrack import add_clip_sound, write_sound
+    from storyworld.soundtrack import add_clip_sound, extract_sound
 
     spec = job.spec
     if job.kind == "keyframe":
@@ -53,7 +53,7 @@ def encode_output(
     audio = None
     if speech is not None:
         audio = workdir / "speech.m4a"
-        write_sound(speech.samples, audio)
+        extract_sound(clip, audio)  # the clip's own track: the same sound, encoded once
     keyframe = workdir / "keyframe.png"
     key_img = out.keyframe
     if key_img is None:

@@ -15,10 +15,12 @@ from storyworld.tui.app import ConsoleApp
 from storyworld.tui.commands import COMMANDS, commands_for
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.keyframes import KeyframesScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import ConfirmScreen, LiveScreen
+from storyworld.tui.webhooks import WebhooksScreen
 
 from .conftest import rows_of, run, until
 from .sample import EP, sample_app
@@ -49,6 +51,8 @@ SCREENS: dict[str, Opener] = {
     "new": _opener(NewEpisodeScreen, lambda app: app.new_episode(example=True)),
     "dead": _opener(DeadLettersScreen, lambda app: app.open_dead_letters()),
     "jobs": _opener(JobsScreen, lambda app: app.open_jobs()),
+    "webhooks": _opener(WebhooksScreen, lambda app: app.open_webhooks()),
+    "history": _opener(HistoryScreen, lambda app: app.open_history()),
     "keyframes": _opener(KeyframesScreen, lambda app: app.push_screen(KeyframesScreen(EP))),
 }
 

@@ -15,6 +15,8 @@ def voice_stage(job: Job) -> tuple[Job, BeatSpeech | None]:
     whose spec lasts long enough (the picture is rendered for that)."""
     if getattr(job, "kind", "clip") != "clip" or not job.spec.dialogue:
         return job, None
+    if job.spec.options.get("stage") == "keyframe":  # a still: nothing to hear
+        return job, None
     try:
         speech = speak_beat(job.spec)
     except VoiceStageError as e:
