@@ -56,6 +56,8 @@ CEILING_DBTP = -1.0
 BED_LUFS = -30.0
 AMBIENCE_LUFS = -38.0
 DUCK_DB = -15.0
+#: A music bed fades in and out over this long where it starts, stops or changes.
+SCENE_FADE_S = 0.5
 
 _ASS_HEADER = (
     b"[Script Info]\r\nScriptType: v4.00+\r\nPlayResX: 384\r\nPlayResY: 288\r\n\r\n"
@@ -223,7 +225,7 @@ def _bed_gain_db(path: Path, target: float) -> float:
     meter = LoudnessMeter()
     got = 0
     for chunk in decode_audio(path):
-        meter.add(chunk)
+        meter.add(chunk, peak=False)
         got += chunk.shape[1]
         if got >= SAMPLE_RATE * 60:
             break
@@ -252,10 +254,6 @@ class EpisodeMix:
     gain_db: float
     lufs: float
     true_peak_dbtp: float
-
-    @property
-    def video_s(self) -> float:
-        return self.frames
 
     def to_json(self, fps: int) -> dict[str, float | int]:
         return {
@@ -293,8 +291,14 @@ def _mix_pass(
             if music is not None:
                 if music not in sources:
                     sources[music] = LoopingSource(music, _bed_gain_db(music, BED_LUFS))
-                bed = sources[music].read(n)
-                sound += bed * duck_envelope(n, t0, spans, depth_db=DUCK_DB)
+                bed = sources[music].read(n) * duck_envelope(n, t0, spans, depth_db=DUCK_DB)
+                # Where the music changes (a scene with its own), fade it in and out.
+                fade = min(n // 2, int(SAMPLE_RATE * SCENE_FADE_S))
+                if fade and beds.music.get(i - 1) != music:
+                    bed[:, :fade] *= np.linspace(0, 1, fade, dtype=np.float32)
+                if fade and beds.music.get(i + 1) != music:
+                    bed[:, n - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+                sound += bed
             if ambience is not None:
                 sound += ambience.read(n)
             meter.add(sound, peak=False)

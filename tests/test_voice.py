@@ -378,3 +378,18 @@ def test_centered_text_reaches_the_previs_as_a_title_card() -> None:
     ep.beats = beats
     assert "centered" not in build_job(ep, beats[0], 1).spec.options
     assert build_job(ep, beats[1], 1).spec.options["centered"] is True
+
+
+def test_vits_voice_from_the_hugging_face_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(
+        VoiceError, match=r"not in the Hugging Face cache.*huggingface-cli download"
+    ):
+        parse_voice("vits:facebook/mms-tts-eng", "MARA")
+    # As the hub lays a cached model out: refs/main names the snapshot holding the files.
+    repo = tmp_path / "hub" / "models--facebook--mms-tts-eng"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    assert parse_voice("vits:facebook/mms-tts-eng", "MARA").model == "facebook/mms-tts-eng"
