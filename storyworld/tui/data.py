@@ -442,6 +442,13 @@ class LiveModel:
     def _on_failed(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self._on_done(d, at, counted, failed=True)
 
+    def _waiting_since(self, at: float) -> None:
+        """A job waits again (handed back, requeued): the oldest waiting one is at least
+        this old. (Every path that makes a job wait sets it, so a waiting job never shows
+        "oldest waiting –".)"""
+        if self.oldest_enqueued_at is None:
+            self.oldest_enqueued_at = at
+
     def _on_enqueued(self, d: dict[str, Any], at: float, counted: bool) -> None:
         if counted:
             return
@@ -454,6 +461,7 @@ class LiveModel:
             return
         self.in_flight = max(0, self.in_flight - 1)
         self.waiting += 1
+        self._waiting_since(at)
 
     def _on_dead(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self.dead_dirty = True
@@ -468,6 +476,8 @@ class LiveModel:
         moved, dropped = int(_num(d.get("requeued"))), int(_num(d.get("dropped")))
         self.dead = max(0, self.dead - moved - dropped)
         self.waiting += moved
+        if moved:
+            self._waiting_since(at)
 
     def _on_worker_gone(self, d: dict[str, Any], at: float, counted: bool) -> None:
         worker = str(d.get("id") or "")

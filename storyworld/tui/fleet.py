@@ -23,9 +23,9 @@ __all__ = ["SAMPLES", "FleetScreen", "GpuHistory"]
 SAMPLES = 40  # heartbeats kept per worker for the sparklines
 
 WORKER_COLUMNS = [
-    ("worker", "id", 28),
+    ("worker", "id", 22),
     ("state", "state", 11),
-    ("backends", "backends", 16),
+    ("backends", "backends", 12),
     ("GPU util", "util", 12),
     ("GPU mem", "mem", 12),
     ("job", "job", 22),
@@ -33,8 +33,8 @@ WORKER_COLUMNS = [
     ("done", "done", 5),
     ("failed", "failed", 6),
 ]
-BACKEND_COLUMNS = [("backend", "backend", 12), ("dispatch", "dispatch", 12),
-                   ("workers", "workers", 8)]  # fmt: skip
+BACKEND_COLUMNS = [("backend", "backend", 11), ("dispatch", "dispatch", 9),
+                   ("workers", "workers", 7)]  # fmt: skip
 
 
 class GpuHistory:
