@@ -62,6 +62,29 @@ class ActionsLike(Protocol):
     def set_paused(self, paused: bool) -> None: ...
 
 
+def open_in_system_player(url: str) -> None:
+    """Hand a file URL or a link to the desktop's default application, without waiting."""
+    import subprocess
+    import sys
+    from urllib.parse import unquote, urlparse
+
+    target = unquote(urlparse(url).path) if url.startswith("file://") else url
+    if sys.platform == "darwin":
+        command = ["open", target]
+    elif sys.platform.startswith("win"):
+        import os
+
+        os.startfile(target)  # type: ignore[attr-defined]
+        return
+    else:
+        command = ["xdg-open", target]
+    try:
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # fmt: skip
+    except FileNotFoundError:
+        raise ConfigError(f"{command[0]} is not installed: open {target} yourself") from None
+
+
 class SnapshotReady(Message):
     """A new snapshot from the source (posted from its thread)."""
 
@@ -100,6 +123,7 @@ class ConsoleApp(App[int]):
         shutdown: Callable[[], None] | None = None,
         tick_s: float = 1.0,
         steady: bool = False,
+        opener: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -112,6 +136,7 @@ class ConsoleApp(App[int]):
         self._on_quit = shutdown
         self.tick_s = tick_s
         self.steady = steady  # tests: no blinking cursors or animations
+        self.opener = opener or open_in_system_player
         self.snapshot: Snapshot | None = None
         self._tones: Tones | None = None
         self._quitting = False
@@ -432,6 +457,20 @@ class ConsoleApp(App[int]):
                 self.screen.load()
 
         self._act(action.capitalize(), lambda: actions.bulk_jobs(query, action, expect), done)
+
+    def play(self, key: str) -> None:
+        """Open an artifact in the system's player (its file locally, its URL on S3)."""
+        opener = self.opener
+
+        def done(url: str) -> None:
+            self.notify(f"Opening {url}", timeout=4)
+
+        def go() -> str:
+            url = self.source.link(key)
+            opener(url)
+            return url
+
+        self.run_io("Play", go, done)
 
     def copy_link(self, key: str) -> None:
         """Copy an artifact's link (presigned URL, public URL or file URL)."""

@@ -88,6 +88,10 @@ COMMANDS: tuple[Command, ...] = (
             "Copy the link of the highlighted beat's clip", ("episode",)),
     Command("copy-episode-link", "Y", "copy_episode_link", "Copy episode link",
             "Copy the link of the composed episode", ("episode",)),
+    Command("play-clip", "o", "play_clip", "Play clip",
+            "Open the highlighted beat's clip in the system's player", ("episode",)),
+    Command("play-episode", "O", "play_episode", "Play episode",
+            "Open the composed episode in the system's player", ("episode",)),
     Command("keyframes", "k", "open_keyframes", "Keyframes",
             "The keyframe grid: characters, scores, approve and re-roll", ("episode",)),
     # Keyframe grid

@@ -275,6 +275,8 @@ class Dashboard(LiveScreen):
         t.append(" commands")
         if c.console_per_hour is not None:
             t.append(f" (≈{fmt.count(c.console_per_hour)}/h)")
+        # The History screen reads the database only (measured: tests/tui/test_history).
+        t.append("\nhistory panel: 0 commands (database)", style=tones.muted)
         set_content(self.query_one("#cost", Static), t)
 
     def _show_episodes(self, snap: Snapshot, now: float, tones: Tones) -> None:

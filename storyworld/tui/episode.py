@@ -259,6 +259,19 @@ class EpisodeScreen(LiveScreen):
 
         self.app.push_screen(KeyframesScreen(self.episode_id))
 
+    def action_play_clip(self) -> None:
+        beat = self._beat()
+        if beat is None or not beat["clip_key"]:
+            self.notify("This beat has no clip yet", severity="warning", timeout=3)
+            return
+        self.console.play(beat["clip_key"])
+
+    def action_play_episode(self) -> None:
+        if not self.detail or not self.detail.get("output_key"):
+            self.notify("The episode is not composed yet", severity="warning", timeout=3)
+            return
+        self.console.play(self.detail["output_key"])
+
     def action_copy_episode_link(self) -> None:
         if not self.detail or not self.detail.get("output_key"):
             self.notify("The episode is not composed yet", severity="warning", timeout=3)

@@ -145,3 +145,27 @@ def test_help_texts_reach_the_palette_unchanged() -> None:
             assert screen is not None
 
     run(scenario())
+
+
+def test_play_opens_the_clip_and_the_episode_in_the_system_player() -> None:
+    from .sample import OPENED, detail
+
+    app = sample_app()
+    OPENED.clear()
+    d = detail()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await SCREENS["episode"](pilot)
+            beats = await until(pilot, lambda: screen.query_one("#beats"))
+            await until(pilot, lambda: rows_of(beats))
+            beats.move_cursor(row=0)
+            await pilot.press("o")
+            clip = d["beats"][0]["clip_key"]
+            await until(pilot, lambda: [f"https://artifacts.example/{clip}"] == OPENED)
+            await pilot.press("O")
+            if d.get("output_key"):
+                await until(pilot, lambda: len(OPENED) == 2)
+                assert OPENED[1].endswith(d["output_key"])
+
+    run(scenario())
