@@ -88,6 +88,9 @@ COMMANDS: tuple[Command, ...] = (
             "Copy the link of the highlighted beat's clip", ("episode",)),
     Command("copy-episode-link", "Y", "copy_episode_link", "Copy episode link",
             "Copy the link of the composed episode", ("episode",)),
+    Command("compare-attempts", "a", "compare_attempts", "Compare attempts",
+            "The highlighted beat's attempts side by side: keyframe, state, worker, error",
+            ("episode",)),
     Command("play-clip", "o", "play_clip", "Play clip",
             "Open the highlighted beat's clip in the system's player", ("episode",)),
     Command("play-episode", "O", "play_episode", "Play episode",
@@ -145,7 +148,8 @@ COMMANDS: tuple[Command, ...] = (
             mutating=True, confirm=True),
     # Everywhere
     Command("back", "escape", "back", "Back", "Return to the previous screen",
-            ("episode", "new", "dead", "jobs", "keyframes"), key_display="esc"),
+            ("episode", "new", "dead", "jobs", "keyframes", "webhooks", "history", "fleet"),
+            key_display="esc"),
     Command("help", "question_mark", "help", "Help", "Keys and actions of this screen", ("*",),
             key_display="?"),
 )  # fmt: skip

@@ -259,6 +259,15 @@ class EpisodeScreen(LiveScreen):
 
         self.app.push_screen(KeyframesScreen(self.episode_id))
 
+    def action_compare_attempts(self) -> None:
+        beat = self._beat()
+        if beat is None or not self.detail:
+            self.notify("No beat is highlighted", severity="warning", timeout=3)
+            return
+        from storyworld.tui.attempts import AttemptsScreen
+
+        self.app.push_screen(AttemptsScreen(self.detail, beat))
+
     def action_play_clip(self) -> None:
         beat = self._beat()
         if beat is None or not beat["clip_key"]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from textual.command import CommandPalette
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from storyworld.tui.app import ConsoleApp
 from storyworld.tui.commands import COMMANDS, commands_for
@@ -23,7 +23,7 @@ from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import ConfirmScreen, LiveScreen
 from storyworld.tui.webhooks import WebhooksScreen
 
-from .conftest import rows_of, run, until
+from .conftest import rows_of, run, text_of, until
 from .sample import EP, sample_app
 
 SIZE = (160, 48)
@@ -167,5 +167,39 @@ def test_play_opens_the_clip_and_the_episode_in_the_system_player() -> None:
             if d.get("output_key"):
                 await until(pilot, lambda: len(OPENED) == 2)
                 assert OPENED[1].endswith(d["output_key"])
+
+    run(scenario())
+
+
+def test_compare_attempts_side_by_side() -> None:
+    from storyworld.tui.attempts import AttemptsScreen
+
+    from .sample import detail
+
+    d = detail()
+    d["beats"][0]["jobs"] = [
+        {"job_id": f"{EP}-b000-a1", "attempt": 1, "state": "failed", "backend": "svd",
+         "worker": "pod-a", "render_s": None, "error": "CUDA out of memory"},
+        {"job_id": f"{EP}-b000-a2", "attempt": 2, "state": "succeeded", "backend": "svd",
+         "worker": "pod-b", "render_s": 41.5, "error": None},
+    ]  # fmt: skip
+    d["artifacts"] = [dict(a, job_id=f"{EP}-b000-a2") if a["beat_id"] == d["beats"][0]["id"]
+                      else a for a in d["artifacts"]]  # fmt: skip
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await _dashboard(pilot)
+            app.push_screen(AttemptsScreen(d, d["beats"][0]))
+            screen = await until(
+                pilot, lambda: isinstance(app.screen, AttemptsScreen) and app.screen
+            )
+            first = await until(pilot, lambda: screen.query_one("#attempt-1", Static))
+            second = screen.query_one("#attempt-2", Static)
+            assert "CUDA out of memory" in text_of(first) and "pod-a" in text_of(first)
+            await until(pilot, lambda: "▀" in text_of(second), what="attempt 2's keyframe drawn")
+            assert "▀" not in text_of(first)  # attempt 1 made no keyframe
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, AttemptsScreen))
 
     run(scenario())
