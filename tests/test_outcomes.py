@@ -20,7 +20,8 @@ def _dispatch(rt, beats: int) -> tuple[Orchestrator, list]:  # type: ignore[no-u
     services.create_episode(rt, plan_script(script), script=script)
     orch = Orchestrator(rt.settings, rt.sessions, rt.queue, rt.store)
     orch.step()
-    jobs = [parse_job(x) for x in rt.queue.r.lrange(rt.queue.keys.jobs, 0, -1)]
+    q = rt.queue
+    jobs = [parse_job(x) for x in q.r.hmget(q.keys.data, q.r.zrange(q.keys.jobs, 0, -1))]
     assert len(jobs) == beats
     return orch, jobs
 

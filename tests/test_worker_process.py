@@ -111,8 +111,10 @@ def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
     assert "handing job" in out
     # Back at the front of the queue at once (no lease wait), its delivery not counted.
     assert runtime.queue.r.exists(runtime.queue.keys.worker("leaving")) == 0
-    waiting = runtime.queue.r.lrange(runtime.queue.keys.jobs, -1, -1)[0]
-    assert json.loads(waiting)["job_id"] == job_id and json.loads(waiting)["delivery"] == 1
+    q = runtime.queue
+    assert q.r.zscore(q.keys.jobs, job_id) is not None
+    assert q.r.lindex(q.keys.wake("animatic"), -1).decode() == job_id  # next to be taken
+    assert json.loads(q.r.hget(q.keys.data, job_id))["delivery"] == 1
     background.worker(runtime)
     d = finished(runtime, ep)
     assert d["state"] == "completed"
@@ -121,11 +123,10 @@ def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
 
 def test_malformed_job_is_dead_lettered_by_the_worker(runtime, test_env) -> None:
     bad = '{"v": 1, "job_id": "broken-1", "backend": "animatic", "spec": {"text": ""}}'
-    runtime.queue.r.lpush(runtime.queue.keys.jobs, bad)
-    runtime.queue.r.lpush(runtime.queue.keys.wake("animatic"), bad)
+    runtime.queue.inject("broken-1", bad, "animatic")
     w = start_worker(test_env, "reader", "--max-jobs", "1", "--idle-exit", "3")
     try:
-        wait_for(lambda: runtime.queue.r.llen(runtime.queue.keys.dead) == 1, timeout=30)
+        wait_for(lambda: runtime.queue.r.hlen(runtime.queue.keys.dead) == 1, timeout=30)
     finally:
         w.send_signal(signal.SIGTERM)
         w.wait(30)

@@ -237,20 +237,23 @@ def _queues(r: redis.Redis, settings: Settings, keys: Keys) -> list[Check]:
     with r.pipeline(transaction=False) as p:
         p.type(keys.jobs)
         p.type(keys.results)
-        p.llen(keys.jobs)
-        p.llen(keys.results)
+        p.zcard(keys.jobs)
+        p.xlen(keys.results)
         p.zcard(keys.inflight)
-        p.llen(keys.dead)
+        p.hlen(keys.dead)
         p.zrange(keys.workers, 0, -1)
         jt, rt, waiting, results, inflight, dead, workers = p.execute()
     out = []
-    for name, key, t in (("JOB_QUEUE", keys.jobs, jt), ("RESULT_QUEUE", keys.results, rt)):
-        if _s(t) not in ("list", "none"):
+    for name, key, t, want in (
+        ("JOB_QUEUE", keys.jobs, jt, "zset"),
+        ("RESULT_QUEUE", keys.results, rt, "stream"),
+    ):
+        if _s(t) not in (want, "none"):
             out.append(
                 Check(
                     "redis.queues",
                     Status.FAIL,
-                    f"{name} {key!r} is a {_s(t)}, not a list",
+                    f"{name} {key!r} is a {_s(t)}, not a {want}",
                     fix=f"point {name} at another name: this key belongs to something else",
                 )
             )

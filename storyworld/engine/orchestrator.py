@@ -69,6 +69,7 @@ class Orchestrator:
         self.outcomes = Outcomes(settings, sessions, self.policy)
         self.dispatcher = Dispatcher(settings, sessions, queue)
         self.leadership = Leadership(queue, settings, self.engine_id)
+        self.leadership.on_status = self._set_status
         self.composer = Composer(
             sessions, store, self.policy, engine_id=self.engine_id, on_done=self._composed
         )
@@ -133,6 +134,10 @@ class Orchestrator:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.paused = False
 
     def shutdown(self) -> None:
         self.composer.shutdown()

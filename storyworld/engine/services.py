@@ -160,7 +160,7 @@ def create_episode(
             fps=fps,
             steps=steps,
             seed=seed,
-            options=dict(options or {}),
+            options={**(options or {}), **sound.beat_marks(plan)},
             state=EpisodeState.PLANNED,
         )
         session.add(ep)

@@ -1,27 +1,29 @@
 """The job protocol on Redis.
 
 Every multi-step change of a job's state is one Lua script (one round trip, atomic), so a
-crash between two commands cannot lose a job:
+crash between two commands cannot lose a job. Every key a script touches is passed in
+KEYS and every constant it needs in ARGV (see keys.py); no script reads a whole list or
+the backlog, so taking a job or the engine's tick costs the same with 10 or 100,000 jobs
+waiting.
 
-- waiting: the list `JOB_QUEUE` (LPUSH new, oldest at the tail; `LLEN` = jobs waiting),
-  and the same payload on `…:wake:{backend}`: idle workers block (BLMPOP) on the wake lists
-  of the backends they have, so a CPU worker never wakes for, or swallows, an SVD job.
+- waiting: id in the zset `JOB_QUEUE` (scored by enqueue time; `ZCARD` = jobs waiting),
+  payload in `…:data`, id on the wake list of its backend (and GPU memory class). A busy
+  worker takes the next job inside the script that reports the previous one (BullMQ's
+  moveToFinished); an idle one blocks (BLMPOP) on its wake lists and claims the id it got.
+  A cancelled job leaves the zset and the data hash; its wake entry is skipped when popped.
 - in flight: members `job_id|worker` of `…:inflight` scored by lease deadline (server
-  clock), payloads in `…:data`. Workers renew leases with their heartbeat; the engine's
+  clock). Workers renew leases with their heartbeat while they hold a job; the engine's
   tick hands out again jobs whose lease ran out (the payload's `delivery` counts up), or
   dead-letters them after `MAX_DELIVERIES`.
-- results: the list `RESULT_QUEUE`; the engine moves each to `…:processing` and removes it
-  only once it is applied to the database (reliable, effectively once).
-- events: a capped stream consoles block on, fed from inside the scripts (no extra client
-  commands).
-
-A rendered job costs 5 client commands end to end: BLMPOP, reserve and ack on the worker,
-BLMOVE and its acknowledgement on the engine (the enqueue is one script per batch).
+- results: the stream `RESULT_QUEUE`, read by the engine through the consumer group
+  `engine` in batches; acknowledged (XACK + XDEL) in batches once applied, so a crash
+  between reading and applying loses nothing (the tick's `recover` reads them again).
+- events: a capped stream consoles block on, fed from inside the scripts.
 """
 
 from __future__ import annotations
 
-import hashlib
+import collections
 import json
 import time
 from dataclasses import dataclass, field
@@ -37,18 +39,24 @@ from storyworld.protocol import (
     LeaseHolder,
     ProtocolError,
     Result,
-    StartedEvent,
     WakeReason,
     WorkerGoneEvent,
     event_fields,
-    job_id_of,
     parse_dead_letter,
     parse_event_data,
     parse_job,
     parse_lease_holder,
     wake_message,
 )
-from storyworld.queue.keys import Keys, wake_suffix
+from storyworld.protocol import limits as L
+from storyworld.queue.keys import (
+    DEFAULT_BACKENDS,
+    RESULTS_GROUP,
+    Keys,
+    suffixes_of,
+    vram_classes_arg,
+    wake_suffix,
+)
 
 __all__ = [
     "DeadLetter",
@@ -64,12 +72,22 @@ _SCRIPTS = (
     "reserve",
     "heartbeat",
     "ack",
+    "ack_results",
     "dead_letter",
     "tick",
     "requeue_dead",
     "cancel",
     "release",
 )
+
+#: A dead letter keeps at most this much of the payload (an oversized job's head).
+LETTER_PAYLOAD_LIMIT = L.MAX_JOB_BYTES
+#: Results acknowledged per tick at most; more are acknowledged by a script of their own.
+ACK_BATCH = 1000
+#: Expired leases handled per tick (the rest at the next one, which follows at once).
+RECLAIM_BATCH = 100
+#: Jobs in flight listed per tick (the engine moves them from queued to rendering).
+INFLIGHT_LISTED = 1000
 
 
 def _load_scripts() -> dict[str, str]:
@@ -102,6 +120,22 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _stream_entries(reply: Any) -> list[tuple[str, str]]:
+    """(entry id, field `r`) of an XREADGROUP reply, RESP2 or RESP3."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else [s[1] for s in reply]
+    out = []
+    for entries in streams:
+        for entry in entries:
+            entry_id, fields = entry[0], entry[1]
+            raw = ""
+            if fields:
+                raw = _s(fields.get(b"r", fields.get("r")))
+            out.append((_s(entry_id), raw))
+    return out
+
+
 @dataclass
 class Reservation:
     raw: str
@@ -132,8 +166,7 @@ class DeadLetter:
     payload: str
     at: float
     worker: str
-    #: How an operator names this entry: its job id, else `entry:<sha1 of the raw entry>`
-    #: (an unreadable entry has no job id; requeue_dead.lua accepts both).
+    #: How an operator names this entry: its job id (the key of the dead-letter hash).
     ref: str = ""
 
 
@@ -166,12 +199,13 @@ class QueueStats:
 
 
 class JobQueue:
-    """All Redis operations of engine, workers and operators, by name."""
+    """All Redis operations of engine, workers and operators, by name. Works with a plain
+    client and with a `redis.cluster.RedisCluster` (hash-tagged `JOB_QUEUE`)."""
 
     def __init__(
         self,
-        fast: redis.Redis,
-        blocking: redis.Redis | None = None,
+        fast: Any,
+        blocking: Any | None = None,
         keys: Keys | None = None,
         *,
         lease_s: float = 30.0,
@@ -179,6 +213,10 @@ class JobQueue:
         max_deliveries: int = 3,
         events_maxlen: int = 2000,
         engine_lease_s: float = 360.0,
+        reclaim_interval_s: float = 5.0,
+        repair_age_s: float = 60.0,
+        repair_interval_s: float = 300.0,
+        result_batch: int = 500,
     ) -> None:
         self.r = fast
         self.rb = blocking or fast
@@ -188,12 +226,22 @@ class JobQueue:
         self.max_deliveries = max_deliveries
         self.events_maxlen = events_maxlen
         self.engine_lease_ms = int(engine_lease_s * 1000)
+        self.reclaim_interval_s = reclaim_interval_s
+        self.repair_age_ms = int(repair_age_s * 1000)
+        self.repair_interval_s = repair_interval_s
+        self.result_batch = result_batch
         self._scripts = {name: fast.register_script(src) for name, src in _SOURCES.items()}
+        # Engine side: wake suffixes the tick can route to (grows with what it enqueues),
+        # results read but not yet applied (raw -> stream ids), ids to acknowledge.
+        self._suffixes: list[str] = suffixes_of(DEFAULT_BACKENDS)
+        self._unacked: dict[str, list[str]] = collections.defaultdict(list)
+        self._acks: list[str] = []
+        self._buffer: collections.deque[str] = collections.deque()
+        self._last_reclaim = float("-inf")
+        self._last_repair = float("-inf")
 
     @classmethod
-    def from_settings(
-        cls, settings: Any, fast: redis.Redis, blocking: redis.Redis | None = None
-    ) -> JobQueue:
+    def from_settings(cls, settings: Any, fast: Any, blocking: Any | None = None) -> JobQueue:
         return cls(
             fast,
             blocking,
@@ -203,6 +251,7 @@ class JobQueue:
             max_deliveries=settings.max_deliveries,
             events_maxlen=settings.events_maxlen,
             engine_lease_s=settings.engine_lease_s,
+            reclaim_interval_s=settings.reclaim_interval_s,
         )
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -222,26 +271,25 @@ class JobQueue:
 
     def release_engine_lease(self, token: str) -> None:
         """Give the lease up (clean shutdown), only if we still hold it, and tell standbys
-        at once: a busy one blocks on the handover list, an idle one on the result list."""
+        at once: a busy one blocks on the handover list, an idle one on the result stream."""
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "
             "return redis.call('DEL', KEYS[1]) end return 0"
         )
         if self.r.eval(script, 1, self.keys.engine_lease, token):
-            with self.r.pipeline(transaction=False) as p:
-                p.lpush(self.keys.engine_handover, "1")
-                p.expire(self.keys.engine_handover, 60)
-                p.lpush(self.keys.results, wake_message(WakeReason.HANDOVER))
-                p.execute()
+            self._nudge_standbys(WakeReason.HANDOVER)
+
+    def _nudge_standbys(self, reason: str) -> None:
+        with self.r.pipeline(transaction=False) as p:
+            p.lpush(self.keys.engine_handover, "1")
+            p.expire(self.keys.engine_handover, 60)
+            p.xadd(self.keys.results, {"r": wake_message(reason)})
+            p.execute()
 
     def wake_standbys(self) -> None:
         """Unblock engines standing by (one stopping in this process, say); each looks at
         the lease again, nothing else changes."""
-        with self.r.pipeline(transaction=False) as p:
-            p.lpush(self.keys.engine_handover, "1")
-            p.expire(self.keys.engine_handover, 60)
-            p.lpush(self.keys.results, wake_message(WakeReason.STOPPING))
-            p.execute()
+        self._nudge_standbys(WakeReason.STOPPING)
 
     def engine_lease_state(self) -> tuple[str | None, int]:
         """(lease value or None, milliseconds it has left; -1 for a lease without expiry)
@@ -264,12 +312,11 @@ class JobQueue:
         return token if ok else None
 
     def standby_wait(self, timeout_s: float) -> bool:
-        """An idle standby blocks on the result list like the leader, but puts what it takes
-        straight back (an atomic rotation), so the leader still gets it. True if something
-        arrived."""
+        """An idle standby blocks on the result stream like the leader, reading without a
+        group (so the leader still gets everything). True if something arrived."""
         k = self.keys
-        raw = self.rb.blmove(k.results, k.results, max(timeout_s, 0.01), "RIGHT", "LEFT")
-        return raw is not None
+        reply = self.rb.xread({k.results: "$"}, count=1, block=max(10, int(timeout_s * 1000)))
+        return bool(reply)
 
     def wait_for_handover(self, timeout_s: float) -> bool:
         """A busy standby blocks until the lease should have run out, or a clean handover."""
@@ -279,16 +326,27 @@ class JobQueue:
         holder = parse_lease_holder(self.r.get(self.keys.engine_lease))
         return holder.public() if holder else None
 
+    def _know_suffix(self, suffix: str) -> None:
+        if suffix not in self._suffixes:
+            self._suffixes.append(suffix)
+
     def enqueue(self, jobs: list[Job], token: str = "") -> int:
         """Queue jobs in one round trip. Returns -1 if `token` no longer holds the engine
         lease (another engine took over): then nothing was queued."""
         if not jobs:
             return 0
-        args: list[Any] = [token, self.keys.wake_prefix, self.events_maxlen]
-        for job in jobs:
-            args += [wake_suffix(job.backend, job.min_vram_gb), job.to_json()]
         k = self.keys
-        return int(self._run("enqueue", [k.engine_lease, k.jobs, k.events], args))
+        wakes: list[str] = []
+        triples: list[Any] = []
+        for job in jobs:
+            suffix = wake_suffix(job.backend, job.min_vram_gb)
+            self._know_suffix(suffix)
+            key = k.wake(suffix)
+            if key not in wakes:
+                wakes.append(key)
+            triples += [job.job_id, job.to_json(), wakes.index(key) + 1]
+        args = [token, self.events_maxlen, EventKind.ENQUEUED, len(jobs), *triples]
+        return int(self._run("enqueue", [k.engine_lease, k.jobs, k.data, k.events, *wakes], args))
 
     def tick(
         self,
@@ -299,9 +357,27 @@ class JobQueue:
         recover: bool = False,
         lease_ms: int | None = None,
     ) -> TickResult:
-        """The engine's periodic script (see tick.lua). Unless `recover`, results returned
-        by the previous tick count as applied."""
+        """The engine's periodic script (see tick.lua): renew, then reclaim (at most every
+        `reclaim_interval_s`), sweep (`repair`, at most every `repair_interval_s`), collect.
+        Results returned before, and passed back to `ack_and_wait` as applied, are
+        acknowledged; with `recover` the unacknowledged ones are returned again."""
         k = self.keys
+        now = time.monotonic()
+        parts = ""
+        if recover or now - self._last_reclaim >= self.reclaim_interval_s:
+            parts += "r"
+            self._last_reclaim = now
+        if repair and now - self._last_repair >= self.repair_interval_s:
+            parts += "s"
+            self._last_repair = now
+        if recover:
+            parts += "g"
+            self._buffer.clear()
+            self._unacked.clear()
+        # Results the last blocking read brought and not yet handed out come first.
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        acks, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
         reply = self._run(
             "tick",
             [
@@ -314,87 +390,188 @@ class JobQueue:
                 k.events,
                 k.stats,
                 k.results,
-                k.results_processing,
                 k.paused,
                 k.workers,
+                *[k.wake(s) for s in self._suffixes],
             ],
             [
                 token,
                 lease_ms or self.engine_lease_ms,
+                parts,
                 self.max_deliveries,
-                k.wake_prefix,
                 self.events_maxlen,
-                max_results,
-                "1" if repair else "0",
-                "1" if recover else "0",
+                max(1, max_results - len(buffered)),
+                vram_classes_arg(),
+                RECLAIM_BATCH,
+                self.repair_age_ms,
+                EventKind.REQUEUED,
+                EventKind.DEAD,
+                RESULTS_GROUP,
+                INFLIGHT_LISTED,
+                LETTER_PAYLOAD_LIMIT,
+                *_counted(self._suffixes),
+                *_counted(acks),
             ],
         )
         if int(reply[0]) != 1:
+            self._acks = acks + self._acks
+            self._buffer.extend(buffered)
             return TickResult(leader=False)
         in_flight = {}
         for member in reply[1]:
             job_id, _, worker = _s(member).partition("|")
             in_flight[job_id] = worker
+        results = buffered + self._delivered(
+            [(_s(reply[4][i]), _s(reply[4][i + 1])) for i in range(0, len(reply[4]), 2)]
+        )
+        for suffix in reply[7]:
+            self._know_suffix(_s(suffix))
+        if reply[7] or len(reply[2]) >= RECLAIM_BATCH:
+            self._last_reclaim = float("-inf")  # more to reclaim: at the next tick
         return TickResult(
             leader=True,
             in_flight=in_flight,
             reclaimed=[_s(x) for x in reply[2]],
             dead=_pairs(reply[3]),
-            results=[_s(r) for r in reversed(reply[4])],
+            results=results,
             paused=bool(int(reply[5])),
             repaired=int(reply[6]),
         )
 
+    def _delivered(self, entries: list[tuple[str, str]]) -> list[str]:
+        out = []
+        for entry_id, raw in entries:
+            self._unacked[raw].append(entry_id)
+            out.append(raw)
+        return out
+
+    def _applied(self, applied: list[str]) -> None:
+        for raw in applied:
+            ids = self._unacked.get(raw)
+            if ids:
+                self._acks.append(ids.pop(0))
+                if not ids:
+                    del self._unacked[raw]
+
     def ack_and_wait(self, applied: list[str], timeout_s: float) -> str | None:
-        """Acknowledge applied results and block until the next result (or a wake-up)
-        arrives, moving it to processing. One round trip."""
+        """Note applied results (acknowledged with the next tick, in batches) and return the
+        next result or wake nudge, blocking up to `timeout_s`. Results come in batches: one
+        blocking read brings everything waiting, and the next calls return from it without
+        a round trip."""
+        self._applied(applied)
+        if self._buffer:
+            return self._buffer.popleft()
         k = self.keys
-        with self.rb.pipeline(transaction=False) as p:
-            for raw in applied:
-                p.lrem(k.results_processing, 1, raw)
-            p.blmove(k.results, k.results_processing, max(timeout_s, 0.01), "RIGHT", "LEFT")
-            replies = p.execute()
-        raw = replies[-1]
-        return _s(raw) if raw is not None else None
+        if len(self._acks) >= ACK_BATCH:
+            self.ack_results()
+        block_ms = max(10, int(timeout_s * 1000))
+        try:
+            reply = self.rb.xreadgroup(
+                RESULTS_GROUP,
+                RESULTS_GROUP,
+                {k.results: ">"},
+                count=self.result_batch,
+                block=block_ms,
+            )
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            self._create_group()
+            return None
+        self._buffer.extend(self._delivered(_stream_entries(reply)))
+        return self._buffer.popleft() if self._buffer else None
+
+    def ack_results(self) -> None:
+        """Acknowledge the applied results now (normally the tick does it)."""
+        while self._acks:
+            batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
+            self._run("ack_results", [self.keys.results], [RESULTS_GROUP, *batch])
+
+    def _create_group(self) -> None:
+        try:
+            self.r.xgroup_create(self.keys.results, RESULTS_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
 
     def wake_engine(self, reason: str) -> None:
         """Make a blocked engine look at the database now (new episode, retry, pause)."""
-        self.r.lpush(self.keys.results, wake_message(reason))
+        self.r.xadd(self.keys.results, {"r": wake_message(reason)})
 
     def cancel_jobs(self, job_ids: list[str]) -> int:
         """Withdraw waiting jobs and ask holders of in-flight ones to stop."""
         if not job_ids:
             return 0
         k = self.keys
+        wakes: list[str] = []
+        pairs: list[Any] = []
+        for job_id, raw in zip(job_ids, self.r.hmget(k.data, list(job_ids)), strict=True):
+            index = 0
+            if raw:
+                try:
+                    job = json.loads(raw)
+                    key = k.wake_of(str(job["backend"]), float(job.get("min_vram_gb") or 0))
+                    if key not in wakes:
+                        wakes.append(key)
+                    index = wakes.index(key) + 1
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    index = 0
+            pairs += [job_id, index]
         return int(
-            self._run(
-                "cancel",
-                [k.jobs, k.inflight, k.cancelled, k.events],
-                [k.wake_prefix, self.events_maxlen, *job_ids],
-            )
+            self._run("cancel", [k.jobs, k.data, k.cancelled, *wakes], [len(job_ids), *pairs])
         )
 
     def known_job_ids(self) -> set[str]:
         """Ids of the jobs Redis knows: waiting, in flight, or with a result not yet applied.
-        For the engine's reconciliation at start-up."""
+        For the engine's reconciliation at start-up and after an outage."""
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
-            p.lrange(k.jobs, 0, -1)
+            p.hkeys(k.data)
             p.zrange(k.inflight, 0, -1)
-            p.lrange(k.results, 0, -1)
-            p.lrange(k.results_processing, 0, -1)
-            waiting, inflight, results, processing = p.execute()
-        ids = {_s(x).partition("|")[0] for x in inflight}
-        ids.update(job_id_of(_s(raw)) for raw in [*waiting, *results, *processing])
-        ids.discard("")
+            p.xrange(k.results, "-", "+")
+            data, inflight, results = p.execute()
+        ids = {_s(x) for x in data} | {_s(x).partition("|")[0] for x in inflight}
+        for _entry_id, fields in results:
+            try:
+                ids.add(json.loads(fields.get(b"r", fields.get("r", b"")))["job_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
         return ids
+
+    def inject(self, job_id: str, payload: str, suffix: str) -> None:
+        """Put a raw message on the queue as a waiting job, as an old or foreign producer
+        would (for tools and tests; the engine uses `enqueue`)."""
+        k = self.keys
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(k.data, job_id, payload)
+            p.zadd(k.jobs, {job_id: int(time.time() * 1000)})
+            p.lpush(k.wake(suffix), job_id)
+            p.execute()
+
+    def results_pending(self) -> int:
+        """Results (and nudges) on the stream the engine has not read yet: the consumer
+        group's lag (read but unacknowledged ones wait only for the next tick's batch
+        acknowledgement and are not counted)."""
+        try:
+            groups = self.r.xinfo_groups(self.keys.results)
+        except redis.ResponseError:
+            return 0  # no stream yet
+        for g in groups:
+            if _s(g.get("name")) == RESULTS_GROUP:
+                lag = g.get("lag")
+                return int(lag) if lag is not None else int(self.r.xlen(self.keys.results))
+        return int(self.r.xlen(self.keys.results))
+
+    def waiting(self) -> int:
+        """Jobs waiting for a worker."""
+        return int(self.r.zcard(self.keys.jobs))
 
     # ---------------------------------------------------------------- worker side
     def wait_for_work(
         self, backends: list[str], timeout_s: float, vram_gb: float = 0.0
     ) -> tuple[str, str] | None:
         """Block until a job this worker can run (backend, GPU memory) is waiting. Returns
-        (wake list suffix, payload) popped from its wake list (then `reserve` it), or None
+        (wake list suffix, job id) popped from its wake list (then `reserve` it), or None
         on timeout."""
         keys = self.keys.wake_lists(backends, vram_gb)
         reply = self.rb.execute_command("BLMPOP", max(timeout_s, 0.01), len(keys), *keys, "RIGHT")
@@ -403,46 +580,44 @@ class JobQueue:
         key, values = _s(reply[0]), reply[1]
         return key[len(self.keys.wake_prefix) :], _s(values[0])
 
-    def return_payload(self, suffix: str, payload: str) -> None:
-        """Put back a payload taken from a wake list just before deciding to stop."""
-        self.r.rpush(self.keys.wake(suffix), payload)
+    def return_payload(self, suffix: str, job_id: str) -> None:
+        """Put back an id taken from a wake list just before deciding to stop."""
+        self.r.rpush(self.keys.wake(suffix), job_id)
 
-    def reserve(self, worker_id: str, payload: str, job: Job) -> bool:
-        """Take the job just popped from a wake list: False if it is no longer waiting."""
+    def reserve(
+        self, worker_id: str, job_id: str, backends: list[str], vram_gb: float = 0.0
+    ) -> tuple[str, str] | None:
+        """Claim the job `job_id` just popped from a wake list (or, if it no longer waits or
+        `job_id` is '', the next one waiting for this worker). Returns (job id, payload)."""
         k = self.keys
-        event = StartedEvent(
-            job_id=job.job_id,
-            worker=worker_id,
-            episode_id=job.episode_id,
-            beat_index=job.beat_index,
-            backend=job.backend,
-            delivery=job.delivery,
-        ).to_json()
-        return bool(
-            self._run(
-                "reserve",
-                [k.jobs, k.inflight, k.data, k.events],
-                [worker_id, self.lease_ms, self.events_maxlen, payload, job.job_id, event],
-            )
+        reply = self._run(
+            "reserve",
+            [k.jobs, k.data, k.inflight, k.events, *k.wake_lists(backends, vram_gb)],
+            [worker_id, self.lease_ms, self.events_maxlen, EventKind.STARTED, job_id],
         )
+        return (_s(reply[0]), _s(reply[1])) if reply else None
 
     def take(
         self, worker_id: str, backends: list[str], timeout_s: float = 0.01, vram_gb: float = 0.0
     ) -> Reservation | None:
-        """Wait for and reserve one job (parsing it); for tools and tests. Malformed
+        """Wait for and claim one job (parsing it); for tools and tests. Unreadable
         payloads are dead-lettered."""
         got = self.wait_for_work(backends, timeout_s, vram_gb)
         if got is None:
             return None
-        _suffix, payload = got
+        claimed = self.reserve(worker_id, got[1], backends, vram_gb)
+        if claimed is None:
+            return None
+        return self.parse_claimed(worker_id, *claimed)
+
+    def parse_claimed(self, worker_id: str, job_id: str, raw: str) -> Reservation | None:
+        """The job of a claimed payload; dead-letters it (None) if it cannot be read."""
         try:
-            job = parse_job(payload)
+            job = parse_job(raw)
         except ProtocolError as e:
-            self.dead_letter(payload, job_id_of(payload), worker_id, str(e))
+            self.dead_letter(raw, job_id, worker_id, str(e))
             return None
-        if not self.reserve(worker_id, payload, job):
-            return None
-        return Reservation(raw=payload, job=job)
+        return Reservation(raw=raw, job=job)
 
     def heartbeat(
         self,
@@ -471,6 +646,7 @@ class JobQueue:
                 self.lease_ms,
                 self.events_maxlen,
                 "1" if emit_event else "0",
+                EventKind.HEARTBEAT,
                 *_counted(job_ids),
                 *_counted(_flatten(fields)),
                 *_counted(logs or []),
@@ -478,8 +654,18 @@ class JobQueue:
         )
         return HeartbeatReply(lost=[_s(x) for x in reply[0]], cancelled=[_s(x) for x in reply[1]])
 
-    def ack(self, worker_id: str, result: Result, *, was_cancelled: bool = False) -> None:
-        """Report a job's result and release its lease."""
+    def ack(
+        self,
+        worker_id: str,
+        result: Result,
+        *,
+        was_cancelled: bool = False,
+        take_next: list[str] | None = None,
+        vram_gb: float = 0.0,
+    ) -> tuple[str, str] | None:
+        """Report a job's result and release its lease; with `take_next` (the worker's
+        backends) also claim the next job waiting for it, in the same round trip. Returns
+        (job id, payload) of that job."""
         k = self.keys
         event = FinishedEvent(
             job_id=result.job_id,
@@ -491,9 +677,10 @@ class JobQueue:
             render_s=result.render_s,
             uploads=list(result.uploads),
         )
-        self._run(
+        wakes = k.wake_lists(take_next, vram_gb) if take_next else []
+        reply = self._run(
             "ack",
-            [k.inflight, k.data, k.results, k.events, k.cancelled],
+            [k.inflight, k.data, k.results, k.events, k.cancelled, k.jobs, *wakes],
             [
                 worker_id,
                 result.job_id,
@@ -502,27 +689,46 @@ class JobQueue:
                 event.to_json(),
                 "1" if was_cancelled else "0",
                 EventKind.DONE if result.status == "succeeded" else EventKind.FAILED,
+                EventKind.STARTED,
+                self.lease_ms,
+                "1" if take_next else "0",
             ],
         )
+        return (_s(reply[0]), _s(reply[1])) if reply else None
 
-    def release(self, job_id: str, worker_id: str, backend: str) -> bool:
-        """Hand a held job back to the front of the queue (worker shutting down)."""
+    def release(self, job_id: str, worker_id: str, backend: str, min_vram_gb: float = 0.0) -> bool:
+        """Hand a held job back to the front of its wake list (worker shutting down)."""
         k = self.keys
         return bool(
             self._run(
                 "release",
-                [k.inflight, k.data, k.jobs, k.events],
-                [job_id, worker_id, k.wake_prefix, backend, self.events_maxlen],
+                [k.inflight, k.data, k.jobs, k.events, k.wake_of(backend, min_vram_gb)],
+                [
+                    job_id,
+                    worker_id,
+                    self.events_maxlen,
+                    EventKind.REQUEUED,
+                    "handed back by a worker shutting down",
+                ],
             )
         )
 
     def dead_letter(self, payload: str, job_id: str, worker_id: str, reason: str) -> None:
-        """Dead-letter a taken message that can never run (malformed)."""
+        """Dead-letter a claimed job that can never run (unreadable, over a limit). The
+        letter keeps the stored payload (or `payload` if none is stored), cut to a limit."""
         k = self.keys
         self._run(
             "dead_letter",
-            [k.jobs, k.dead, k.dead_new, k.events],
-            [payload, job_id, reason, worker_id, self.events_maxlen],
+            [k.inflight, k.data, k.jobs, k.dead, k.dead_new, k.events, k.stats],
+            [
+                job_id,
+                reason,
+                worker_id,
+                self.events_maxlen,
+                EventKind.DEAD,
+                LETTER_PAYLOAD_LIMIT,
+                payload[:LETTER_PAYLOAD_LIMIT],
+            ],
         )
 
     def forget_worker(self, worker_id: str) -> None:
@@ -543,12 +749,12 @@ class JobQueue:
         """Queue depths, workers and counters in one round trip (two with workers)."""
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
-            p.llen(k.jobs)
+            p.zcard(k.jobs)
             p.zcard(k.inflight)
-            p.llen(k.dead)
-            p.llen(k.results)
+            p.hlen(k.dead)
+            p.xlen(k.results)
             p.zrange(k.workers, 0, -1)
-            p.lindex(k.jobs, -1)
+            p.zrange(k.jobs, 0, 0, withscores=True)
             p.hgetall(k.stats)
             p.exists(k.paused)
             p.get(k.engine_lease)
@@ -561,12 +767,11 @@ class JobQueue:
                 alive = sum(int(x) for x in p.execute())
         oldest_s = None
         if oldest:
-            try:
-                oldest_s = max(0.0, time.time() - float(json.loads(oldest)["enqueued_at"]))
-            except (ValueError, KeyError, TypeError):
-                oldest_s = None
+            oldest_s = max(0.0, time.time() - float(oldest[0][1]) / 1000)
         holder = parse_lease_holder(lease)
         engine = holder.public() if holder else None
+        if results:
+            results = self.results_pending()
         return QueueStats(
             waiting=int(waiting),
             in_flight=int(inflight),
@@ -602,13 +807,37 @@ class JobQueue:
         return [_s(x) for x in self.r.lrange(self.keys.worker_logs(worker_id), -last, -1)]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters first."""
         out = []
-        for raw in self.r.lrange(self.keys.dead, 0, limit - 1):
+        for ref, raw in self.r.hgetall(self.keys.dead).items():
             d = parse_dead_letter(raw)
-            digest = hashlib.sha1(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
-            ref = d.job_id or f"entry:{digest[:16]}"
-            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker, ref))
-        return out
+            out.append(DeadLetter(d.job_id, d.reason, d.payload, d.at, d.worker, _s(ref)))
+        out.sort(key=lambda d: d.at, reverse=True)
+        return out[:limit]
+
+    def _dead_selection(self, refs: list[str] | None) -> tuple[list[str], list[Any]]:
+        """Wake keys and (name, job id, wake index) triples of the selected letters (by
+        name: job id or `entry:<sha>`; all if `refs` is empty)."""
+        k = self.keys
+        letters = self.r.hgetall(k.dead)
+        wakes: list[str] = []
+        triples: list[Any] = []
+        for raw_ref, raw in letters.items():
+            ref = _s(raw_ref)
+            if refs and ref not in refs:
+                continue
+            job_id, index = "", 0
+            try:
+                job = json.loads(parse_dead_letter(raw).payload)
+                key = k.wake_of(str(job["backend"]), float(job.get("min_vram_gb") or 0))
+                job_id = str(job["job_id"])
+                if key not in wakes:
+                    wakes.append(key)
+                index = wakes.index(key) + 1
+            except (ValueError, KeyError, TypeError, AttributeError):
+                index = 0
+            triples += [ref, job_id, index]
+        return wakes, triples
 
     def requeue_dead(self, job_ids: list[str] | None = None) -> tuple[int, list[str]]:
         """Put dead letters back at the front of the queue. Returns (requeued, refused)."""
@@ -621,20 +850,26 @@ class JobQueue:
         """Like `requeue_dead`: (requeued, the job ids Redis actually moved — a letter
         already dropped is not among them —, refused refs)."""
         k = self.keys
+        wakes, triples = self._dead_selection(job_ids)
+        if not triples:
+            return 0, [], []
         reply = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.events],
-            ["requeue", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
+            [k.dead, k.jobs, k.data, k.events, *wakes],
+            ["requeue", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         moved_ids = [_s(x) for x in reply[3]] if len(reply) > 3 else []
         return int(reply[0]), [m for m in moved_ids if m], [_s(x) for x in reply[2]]
 
     def drop_dead(self, job_ids: list[str] | None = None) -> int:
         k = self.keys
+        _, triples = self._dead_selection(job_ids)
+        if not triples:
+            return 0
         _, dropped, *_ = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.events],
-            ["drop", k.wake_prefix, self.events_maxlen, *(job_ids or [])],
+            [k.dead, k.jobs, k.data, k.events],
+            ["drop", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         return int(dropped)
 

@@ -1,24 +1,63 @@
-"""Every Redis key StoryWorld uses, in one place.
+"""Every Redis key StoryWorld uses, in one place, all derived from the job queue's name.
 
-The waiting list is `JOB_QUEUE` itself (default `storyworld:gpu:jobs`), so the deployment
-guide's `redis-cli LLEN storyworld:gpu:jobs` is the number of jobs waiting. Everything else
-lives under the queue's base name (`storyworld:gpu` for the default).
+`JOB_QUEUE` (default `storyworld:gpu:jobs`) names the waiting set itself; everything else
+lives under its base name (`storyworld:gpu` for the default). With a hash tag in the name
+(`{storyworld}:gpu:jobs`) every key lands in one Redis Cluster slot, so each script's keys
+are on one node. Every key a script touches is passed to it in KEYS: no script builds a key
+name (Redis Cluster, Upstash and Dragonfly require it).
+
+Types: `jobs` zset (waiting job ids, scored by enqueue time in ms), `data` hash (payloads of
+waiting and in-flight jobs), `wake:{backend}[@{GB}]` lists of job ids (what workers pop),
+`inflight` zset (`job_id|worker` by lease deadline), `results` stream (consumer group
+`engine`), `dead` hash (job id -> dead letter).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storyworld.protocol.routing import VRAM_CLASSES, wake_suffix
-
 # The memory classes and the wake-list rule are part of the protocol (Lua gets them as ARGV).
-__all__ = ["VRAM_CLASSES", "Keys", "wake_suffix"]
+from storyworld.protocol.routing import KNOWN_BACKENDS, VRAM_CLASSES, vram_classes_arg, wake_suffix
+
+__all__ = [
+    "DEFAULT_BACKENDS",
+    "RESULTS_GROUP",
+    "VRAM_CLASSES",
+    "Keys",
+    "suffixes_of",
+    "vram_classes_arg",
+    "wake_suffix",
+]
+
+#: Backends the engine may route to; their wake lists are passed to its tick (it learns
+#: others from what it enqueues and from the tick's reply).
+DEFAULT_BACKENDS = (*KNOWN_BACKENDS, "bench")
+
+DEFAULT_JOBS = "storyworld:gpu:jobs"
+DEFAULT_RESULTS = "storyworld:gpu:results"
+
+#: Consumer group (and consumer) on the results stream: whichever engine leads reads as it.
+RESULTS_GROUP = "engine"
+
+
+def suffixes_of(backends: tuple[str, ...] | list[str]) -> list[str]:
+    """Every wake suffix of these backends: plain, then each memory class."""
+    out: list[str] = []
+    for b in backends:
+        out.append(b)
+        out += [f"{b}@{c}" for c in VRAM_CLASSES]
+    return out
 
 
 @dataclass(frozen=True)
 class Keys:
-    jobs: str = "storyworld:gpu:jobs"
-    results: str = "storyworld:gpu:results"
+    jobs: str = DEFAULT_JOBS
+    #: Empty: derived from the base (`{base}:results`, the seed's default for the default base).
+    results_name: str = ""
+
+    def __init__(self, jobs: str = DEFAULT_JOBS, results: str = "") -> None:
+        object.__setattr__(self, "jobs", jobs)
+        object.__setattr__(self, "results_name", results)
 
     @property
     def base(self) -> str:
@@ -27,6 +66,11 @@ class Keys:
 
     def _k(self, name: str) -> str:
         return f"{self.base}:{name}"
+
+    @property
+    def results(self) -> str:
+        """Results and wake nudges for the engine (stream, consumer group `engine`)."""
+        return self.results_name or self._k("results")
 
     # Jobs in flight: members "job_id|worker" scored by lease deadline (ms), and payloads.
     @property
@@ -56,20 +100,21 @@ class Keys:
         return self._k("wake:")
 
     def wake(self, suffix: str) -> str:
-        """Waiting payloads of one backend (and memory class): what idle workers block on."""
+        """Ids of waiting jobs of one backend (and memory class): what workers pop."""
         return f"{self.wake_prefix}{suffix}"
 
+    def wake_of(self, backend: str, min_vram_gb: float = 0.0) -> str:
+        """The wake list of a job (the same key for enqueue, reclaim, repair and requeue)."""
+        return self.wake(wake_suffix(backend, min_vram_gb))
+
     def wake_lists(self, backends: list[str], vram_gb: float = 0.0) -> list[str]:
-        """The wake lists a worker with `backends` and `vram_gb` of GPU memory listens on."""
+        """The wake lists a worker with `backends` and `vram_gb` of GPU memory listens on,
+        the most demanding first (a big card serves the jobs only it can run)."""
         out = []
         for b in backends:
+            out += [self.wake(f"{b}@{c}") for c in reversed(VRAM_CLASSES) if c <= vram_gb]
             out.append(self.wake(b))
-            out += [self.wake(f"{b}@{c}") for c in VRAM_CLASSES if c <= vram_gb]
         return out
-
-    @property
-    def results_processing(self) -> str:
-        return f"{self.results}:processing"
 
     @property
     def workers(self) -> str:
@@ -111,4 +156,9 @@ class Keys:
 
     @classmethod
     def from_settings(cls, settings: object) -> Keys:
-        return cls(jobs=settings.job_queue, results=settings.result_queue)  # type: ignore[attr-defined]
+        results = settings.result_queue  # type: ignore[attr-defined]
+        # The default result name follows the job queue's base (one slot with a hash tag).
+        return cls(
+            jobs=settings.job_queue,  # type: ignore[attr-defined]
+            results="" if results == DEFAULT_RESULTS else results,
+        )

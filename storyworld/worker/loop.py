@@ -43,10 +43,9 @@ from storyworld.protocol import (
     ResultStatus,
     UploadEvent,
     WorkerState,
-    job_id_of,
     parse_job,
 )
-from storyworld.queue import JobQueue, Reservation
+from storyworld.queue import JobQueue, Reservation, control
 from storyworld.storage import (
     ArtifactStore,
     StorageError,
@@ -71,6 +70,9 @@ from storyworld.worker.voice import voice_stage
 __all__ = ["LogBuffer", "Worker"]
 
 log = logging.getLogger("storyworld.worker")
+
+#: A job message longer than this is dead-lettered unread (a 5 MB text once held a worker).
+MAX_JOB_BYTES = 64 * 1024
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -158,6 +160,8 @@ class Worker:
         self.logs = logs
         self.interrupt_wait = interrupt_wait or (lambda: None)
         self.stopping = threading.Event()
+        #: Drained by the operator (queue.control): finish the job in hand, take no more.
+        self.draining = threading.Event()
         self.held: dict[str, HeldJob] = {}
         self._lock = threading.Lock()
         self.done = 0
@@ -168,7 +172,14 @@ class Worker:
             stdqueue.Queue(maxsize=1)
         )
         self._last_hb = 0.0
+        self._last_signature: tuple[str, ...] = ()
         self._hb_wake = threading.Event()
+        # Handing the next job from an acknowledgement to the main loop (see _next_job).
+        self._uploading = 0
+        self._main_waiting = False
+        self._handoff: stdqueue.Queue[tuple[str, str] | None] = stdqueue.Queue()
+        self._next_claim: tuple[str, str] | None = None
+        self._main_ident = 0
         self._exit_reason = ""
         self._keeper_done = False
         parent = os.environ.get("STORYWORLD_PARENT_PID", "")
@@ -180,7 +191,8 @@ class Worker:
             held = list(self.held.values())
         current = next((h for h in held if h.stage == "rendering"), held[0] if held else None)
         gpu = gpu_status()
-        state = WorkerState.DRAINING if self.stopping.is_set() else None
+        stopping = self.stopping.is_set() or self.draining.is_set()
+        state = WorkerState.DRAINING if stopping else None
         return Heartbeat(
             id=self.id,
             host=self.host,
@@ -206,7 +218,16 @@ class Worker:
         with self._lock:
             ids = list(self.held)
         fields = self.heartbeat_fields()
-        reply = self.queue.heartbeat(self.id, fields, ids, logs=self._take_logs())
+        # Consoles learn of a change from the event; an idle worker's unchanged heartbeat
+        # only refreshes its registry entry (no event: fewer commands inside the script).
+        signature = tuple(
+            str(fields.get(f, "")) for f in ("state", "job", "stage", "progress", "done", "failed")
+        )
+        changed = signature != self._last_signature or bool(ids)
+        reply = self.queue.heartbeat(
+            self.id, fields, ids, logs=self._take_logs(), emit_event=changed
+        )
+        self._last_signature = signature
         self._last_hb = time.monotonic()
         if self.settings.worker_health_dir:
             try:
@@ -258,6 +279,8 @@ class Worker:
                 continue
             try:
                 self._send_heartbeat()
+                if held:  # busy: look for an operator's command (idle, the wait hears it)
+                    self._control(control.take_command(self.queue, self.id))
                 for h in held:
                     h.renewed_at = now
                 last_progress = {h.job.job_id: h.step for h in held}
@@ -280,6 +303,7 @@ class Worker:
             self._send_heartbeat()  # show up in consoles at once
         except REDIS_ERRORS as e:
             log.warning("Redis unreachable (%s); will keep trying", type(e).__name__)
+        self._main_ident = threading.get_ident()
         keeper = threading.Thread(target=self._keeper, name="keeper", daemon=True)
         uploader = threading.Thread(target=self._uploader, name="uploader", daemon=True)
         keeper.start()
@@ -320,28 +344,78 @@ class Worker:
         return self._exit_reason or "stopped"
 
     def _next_job(self, idle_since: float) -> Reservation | None:
-        """Block on the wake lists of our backends (one command, however long the wait),
-        then reserve the job that arrived (one script)."""
-        timeout = self.settings.worker_idle_block_s
-        if self.idle_exit_s:
-            timeout = min(timeout, max(0.05, self.idle_exit_s - (time.monotonic() - idle_since)))
-        got = self.queue.wait_for_work(self.backend_names, timeout, self.vram)
-        if got is None:
-            return None
-        suffix, payload = got
-        if self.stopping.is_set():
-            self.queue.return_payload(suffix, payload)
-            return None
+        """The next job: the one the last acknowledgement took (a busy worker costs one
+        script per job), else block on the wake lists of our backends (one command however
+        long the wait) and claim the id that arrived (one script)."""
+        claimed, self._next_claim = self._next_claim, None
+        if claimed is None:
+            with self._lock:
+                handoff = self._uploading > 0 and not self.stopping.is_set()
+                self._main_waiting = handoff
+            if handoff:
+                claimed = self._handoff.get()
+        if claimed is None:
+            timeout = self.settings.worker_idle_block_s
+            if self.idle_exit_s:
+                timeout = min(
+                    timeout, max(0.05, self.idle_exit_s - (time.monotonic() - idle_since))
+                )
+            # The control list rides along in the same blocking wait (engine.fleet); while
+            # drained, only it is waited on.
+            own = f"{control.CONTROL_PREFIX}{self.id}"
+            names = [own] if self.draining.is_set() else [*self.backend_names, own]
+            got = self.queue.wait_for_work(names, timeout, self.vram)
+            if got is None:
+                return None
+            suffix, job_id = got
+            if suffix == own:
+                self._control(job_id)
+                return None
+            if self.stopping.is_set():
+                self.queue.return_payload(suffix, job_id)
+                return None
+            claimed = self.queue.reserve(self.id, job_id, self.backend_names, self.vram)
+            if claimed is None:
+                return None  # withdrawn (cancelled) meanwhile, and nothing else waits
+        job_id, raw = claimed
+        if len(raw) > MAX_JOB_BYTES:
+            reason = f"job message of {len(raw)} bytes exceeds the limit of {MAX_JOB_BYTES}"
+        else:
+            try:
+                job = parse_job(raw)
+            except ProtocolError as e:
+                reason = str(e)
+            else:
+                if self.stopping.is_set():
+                    self._retry_redis(
+                        lambda: self.queue.release(
+                            job.job_id, self.id, job.backend, job.min_vram_gb
+                        )
+                    )
+                    return None
+                return Reservation(raw=raw, job=job)
+        log.error("job %s cannot run (%s); moved to dead letters", job_id or "?", reason)
+        self._retry_redis(lambda: self.queue.dead_letter("", job_id, self.id, reason))
+        return None
+
+    def _control(self, command: str | None) -> None:
+        """Apply an operator's command: drain, resume or stop."""
+        if command == "drain" and not self.draining.is_set():
+            log.info("drained by the operator: finishing the job in hand, taking no more")
+            self.draining.set()
+        elif command == "resume" and self.draining.is_set():
+            log.info("resumed by the operator: taking jobs again")
+            self.draining.clear()
+        elif command == "stop":
+            log.info("stopped by the operator")
+            self.request_stop()
+        else:
+            return
+        self._last_signature = ()
         try:
-            job = parse_job(payload)
-        except ProtocolError as e:
-            job_id, reason = job_id_of(payload), str(e)
-            log.error("job %s cannot be read (%s); moved to dead letters", job_id or "?", reason)
-            self._retry_redis(lambda: self.queue.dead_letter(payload, job_id, self.id, reason))
-            return None
-        if not self.queue.reserve(self.id, payload, job):
-            return None  # withdrawn (cancelled) between the two commands
-        return Reservation(raw=payload, job=job)
+            self._send_heartbeat()  # consoles see "draining" (or "idle") at once
+        except REDIS_ERRORS:
+            pass  # the keeper's next heartbeat shows it
 
     def _process(self, res: Reservation) -> None:
         job = res.job
@@ -381,6 +455,8 @@ class Worker:
             render_s = time.time() - started
             log.info("job %s rendered %d frames in %.1f s", job.job_id, encoded.frames, render_s)
             held.stage = "uploading"
+            with self._lock:
+                self._uploading += 1
             self._uploads.put(
                 (
                     held,
@@ -425,7 +501,9 @@ class Worker:
             )
         else:
             log.info("handing job %s back to the queue", job.job_id)
-            self._retry_redis(lambda: self.queue.release(job.job_id, self.id, job.backend))
+            self._retry_redis(
+                lambda: self.queue.release(job.job_id, self.id, job.backend, job.min_vram_gb)
+            )
             self._drop(held)
 
     def _drop(self, held: HeldJob) -> None:
@@ -463,13 +541,33 @@ class Worker:
         self._ack(held, result)
 
     def _ack(self, held: HeldJob, result: Result) -> None:
+        """Report the result; take the next job in the same script when the main loop
+        waits for one (or when the main loop itself reports, after a failed render)."""
         with self._lock:
             self.held.pop(held.job.job_id, None)
+            on_main = threading.get_ident() == self._main_ident
+            take = on_main or self._main_waiting
+            if not on_main:
+                self._main_waiting = False
+        got: list[tuple[str, str] | None] = [None]
 
         def send() -> None:
-            self.queue.ack(self.id, result, was_cancelled=held.cancelled)
+            backends = self.backend_names if take and not self.stopping.is_set() else None
+            got[0] = self.queue.ack(
+                self.id,
+                result,
+                was_cancelled=held.cancelled,
+                take_next=backends,
+                vram_gb=self.vram,
+            )
 
-        self._retry_redis(send, forever=True)
+        try:
+            self._retry_redis(send, forever=True)
+        finally:
+            if on_main:
+                self._next_claim = got[0]
+            elif take:
+                self._handoff.put(got[0])
 
     def _retry_redis(self, fn: Callable[[], Any], forever: bool = False) -> None:
         delay = 1.0
@@ -497,8 +595,15 @@ class Worker:
             held, encoded, info = item
             try:
                 self._upload_and_ack(held, encoded, info)
+            except Exception:
+                log.exception("job %s: upload crashed", held.job.job_id)
             finally:
                 shutil.rmtree(info["workdir"], ignore_errors=True)
+                with self._lock:
+                    self._uploading -= 1
+                    leftover, self._main_waiting = self._main_waiting, False
+                if leftover:
+                    self._handoff.put(None)
 
     def _upload_and_ack(self, held: HeldJob, encoded: EncodedClip, info: dict[str, Any]) -> None:
         job = held.job
@@ -610,9 +715,29 @@ class Worker:
         timer.daemon = True
         timer.start()
 
+    def _hand_back(self, job_id: str, raw: str) -> None:
+        try:
+            job = parse_job(raw)
+        except ProtocolError as e:
+            reason = str(e)
+            self._retry_redis(lambda: self.queue.dead_letter("", job_id, self.id, reason))
+            return
+        self._retry_redis(
+            lambda: self.queue.release(job.job_id, self.id, job.backend, job.min_vram_gb)
+        )
+
     def _finish(self, uploader: threading.Thread, keeper: threading.Thread) -> None:
         self._uploads.put(None)
         uploader.join()
+        # A job taken along with the last acknowledgement but never started goes back.
+        claims = [self._next_claim]
+        while not self._handoff.empty():
+            claims.append(self._handoff.get_nowait())
+        self._next_claim = None
+        for claim in claims:
+            if claim is None:
+                continue
+            self._hand_back(*claim)
         self._keeper_done = True
         self._hb_wake.set()
         keeper.join(timeout=5)

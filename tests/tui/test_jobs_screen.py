@@ -11,7 +11,6 @@ from sqlalchemy import select
 from storyworld.engine import jobs, services
 from storyworld.engine.models import Beat, JobRow
 from storyworld.engine.planner import plan_script
-from storyworld.protocol.jobs import job_id_of
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.screens import ConfirmScreen
 
@@ -57,7 +56,7 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
     async def scenario() -> None:
         app = c.app
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: r.llen(q.keys.jobs) == 6, what="six jobs waiting")
+            await until(pilot, lambda: r.zcard(q.keys.jobs) == 6, what="six jobs waiting")
             app.open_jobs()
             screen = await until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen)
             table = await until(pilot, lambda: screen.query_one("#jobs"))
@@ -82,10 +81,10 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
             flt.value = "state:dead"
             await pilot.press("slash", "enter")
             await until(pilot, lambda: set(rows_of(table)) == set(dead), what="dead listed")
-            waiting = r.llen(q.keys.jobs)
+            waiting = r.zcard(q.keys.jobs)
             await _bulk(pilot, app, "u", "Requeue 2 job(s) selected by state:dead")
-            await until(pilot, lambda: r.llen(q.keys.dead) == 0, what="dead list emptied")
-            assert r.llen(q.keys.jobs) == waiting + 2
+            await until(pilot, lambda: r.hlen(q.keys.dead) == 0, what="dead list emptied")
+            assert r.zcard(q.keys.jobs) == waiting + 2
             await until(pilot, lambda: set(_states(runtime, dead).values()) == {"queued"})
             # Dead again, dropped in bulk (the database says failed), then retried in bulk.
             dead = _kill(runtime, 1)
@@ -94,7 +93,7 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
             await until(pilot, lambda: set(rows_of(table)) == set(dead))
             await _bulk(pilot, app, "x", "Drop 1 job(s) selected by state:dead")
             await until(pilot, lambda: set(_states(runtime, dead).values()) == {"failed"})
-            assert r.llen(q.keys.dead) == 0
+            assert r.hlen(q.keys.dead) == 0
             flt.value = "state:failed"
             await pilot.press("slash", "enter")
             await until(pilot, lambda: set(rows_of(table)) == set(dead))
@@ -107,7 +106,7 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
                     return next((i for i in ids if i != dead[0]), None)
 
             again = await until(pilot, next_attempt, what="a new attempt at the dropped job's beat")
-            waiting_ids = {job_id_of(x) for x in r.lrange(q.keys.jobs, 0, -1)}
+            waiting_ids = {x.decode() for x in r.zrange(q.keys.jobs, 0, -1)}
             assert again in waiting_ids and dead[0] not in waiting_ids
 
     run(scenario())

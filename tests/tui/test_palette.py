@@ -15,6 +15,8 @@ from storyworld.tui.app import ConsoleApp
 from storyworld.tui.commands import COMMANDS, commands_for
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.fleet import FleetScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.keyframes import KeyframesScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
@@ -51,6 +53,8 @@ SCREENS: dict[str, Opener] = {
     "dead": _opener(DeadLettersScreen, lambda app: app.open_dead_letters()),
     "jobs": _opener(JobsScreen, lambda app: app.open_jobs()),
     "webhooks": _opener(WebhooksScreen, lambda app: app.open_webhooks()),
+    "history": _opener(HistoryScreen, lambda app: app.open_history()),
+    "fleet": _opener(FleetScreen, lambda app: app.open_fleet()),
     "keyframes": _opener(KeyframesScreen, lambda app: app.push_screen(KeyframesScreen(EP))),
 }
 
@@ -139,5 +143,29 @@ def test_help_texts_reach_the_palette_unchanged() -> None:
             prompt = palette.query_one("CommandList").get_option_at_index(0).prompt
             assert "[/]" in str(prompt.plain if hasattr(prompt, "plain") else prompt)
             assert screen is not None
+
+    run(scenario())
+
+
+def test_play_opens_the_clip_and_the_episode_in_the_system_player() -> None:
+    from .sample import OPENED, detail
+
+    app = sample_app()
+    OPENED.clear()
+    d = detail()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await SCREENS["episode"](pilot)
+            beats = await until(pilot, lambda: screen.query_one("#beats"))
+            await until(pilot, lambda: rows_of(beats))
+            beats.move_cursor(row=0)
+            await pilot.press("o")
+            clip = d["beats"][0]["clip_key"]
+            await until(pilot, lambda: [f"https://artifacts.example/{clip}"] == OPENED)
+            await pilot.press("O")
+            if d.get("output_key"):
+                await until(pilot, lambda: len(OPENED) == 2)
+                assert OPENED[1].endswith(d["output_key"])
 
     run(scenario())

@@ -4,6 +4,7 @@ the console. Names that match nothing say so."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -37,8 +38,9 @@ def _seed(runtime: Any) -> tuple[str, dict[str, Any]]:
             "spec": {"prompt": "The lamp", "width": 64, "height": 64, "fps": 8, "seconds": 1.0},
         }
     )
-    r.rpush(q.keys.dead, "{garbage")
-    r.rpush(q.keys.dead, json.dumps({"reason": "lost its id", "payload": job_payload, "at": 1}))
+    # Letters a foreign or older program wrote, named as the dead-letter hash names them.
+    for raw in ("{garbage", json.dumps({"reason": "lost its id", "payload": job_payload, "at": 1})):
+        r.hset(q.keys.dead, "entry:" + hashlib.sha1(raw.encode()).hexdigest()[:16], raw)
     q.dead_letter("not a job", "", "w1", "unparseable job message")
     letters = {d.reason: d for d in q.dead_letters()}
     return job_payload, letters
@@ -57,7 +59,7 @@ def test_services_view_requeue_and_drop_entries_without_a_job_id(runtime) -> Non
     lost = letters["lost its id"].ref
     out = services.requeue_dead(runtime, [lost])
     assert out == {"requeued": 1, "refused": [], "unmatched": []}
-    assert r.llen(q.keys.jobs) == 1
+    assert r.zcard(q.keys.jobs) == 1
     corrupt = letters["corrupt dead-letter entry"].ref
     out = services.requeue_dead(runtime, [corrupt])
     assert out["requeued"] == 0 and out["refused"] == [corrupt]
@@ -69,7 +71,7 @@ def test_services_view_requeue_and_drop_entries_without_a_job_id(runtime) -> Non
         "dropped": 0,
         "unmatched": ["entry:0000000000000000"],
     }
-    assert r.llen(q.keys.dead) == 1
+    assert r.hlen(q.keys.dead) == 1
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +101,7 @@ def test_cli_names_unreadable_dead_letters_and_refuses_unknown_names(runtime, te
         nothing = _cli(test_env, "queue", verb, "no-such-job")
         assert nothing.returncode == 1
         assert "no dead letter matches no-such-job" in nothing.stderr
-    assert runtime.clients.fast.llen(runtime.queue.keys.dead) == 2
+    assert runtime.clients.fast.hlen(runtime.queue.keys.dead) == 2
 
 
 def test_console_shows_and_drops_an_unreadable_dead_letter(runtime, make_console) -> None:

@@ -1,4 +1,6 @@
 -- Shared helpers, prepended to every script. Server time, so workers' clocks don't matter.
+-- Every key a script touches arrives in KEYS; constants (VRAM classes, event kinds) arrive
+-- in ARGV from their single Python definition.
 -- In-flight jobs are members "job_id|worker" of the inflight zset (score: lease deadline,
 -- ms), so one ZREM or ZADD XX both checks the holder and acts.
 local function now_ms()
@@ -18,6 +20,15 @@ local function take_list(idx)
   for i = 1, n do out[i] = ARGV[idx + i] end
   return out, idx + n + 1
 end
+-- One command with many arguments, in chunks (Lua's unpack has a limit).
+local function bulk(cmd, key, args)
+  local i = 1
+  while i <= #args do
+    local j = math.min(#args, i + 999)
+    redis.call(cmd, key, unpack(args, i, j))
+    i = j + 1
+  end
+end
 local function decode(raw)
   local ok, job = pcall(cjson.decode, raw)
   if ok and type(job) == 'table' and type(job.job_id) == 'string'
@@ -26,16 +37,17 @@ local function decode(raw)
   end
   return nil
 end
--- Wake list of a job: its backend, plus a memory class for jobs that need a big GPU (the
--- same rule as Keys.wake_suffix in Python).
-local VRAM_CLASSES = {8, 16, 24, 32, 48, 80, 141}
-local function wake_suffix(job)
+-- Wake list of a job: its backend, plus the smallest memory class that fits. `classes` is
+-- the ARGV value "8,16,24,..." (Keys.wake_suffix in Python is the same rule).
+local function wake_suffix(job, classes)
   local need = tonumber(job.min_vram_gb) or 0
   if need <= 0 then return job.backend end
-  for _, c in ipairs(VRAM_CLASSES) do
-    if need <= c then return job.backend .. '@' .. c end
+  local last
+  for c in string.gmatch(classes, '[^,]+') do
+    last = c
+    if need <= tonumber(c) then return job.backend .. '@' .. c end
   end
-  return job.backend .. '@' .. VRAM_CLASSES[#VRAM_CLASSES]
+  return job.backend .. '@' .. last
 end
 -- The payload with its delivery count set. Edited as text: re-encoding with cjson would turn
 -- empty arrays into objects.
@@ -43,4 +55,40 @@ local function with_delivery(raw, n)
   local out, count = string.gsub(raw, '"delivery":%s*%d+', '"delivery":' .. n, 1)
   if count == 0 then out = string.sub(raw, 1, -2) .. ',"delivery":' .. n .. '}' end
   return out
+end
+-- Claim the waiting job `id` for `worker`: false if it no longer waits (withdrawn, or a
+-- stale duplicate left on a wake list by a repair or a cancel).
+local function claim(k_jobs, k_data, k_inflight, k_events, id, worker, lease_ms, maxlen, kind)
+  if redis.call('ZREM', k_jobs, id) == 0 then return false end
+  local raw = redis.call('HGET', k_data, id)
+  if not raw then return false end
+  local ev = {job_id = id, worker = worker}
+  local job = decode(raw)
+  if job then
+    ev.episode_id = job.episode_id
+    ev.beat_index = job.beat_index
+    ev.backend = job.backend
+    ev.delivery = job.delivery
+  end
+  local now = event(k_events, maxlen, kind, cjson.encode(ev))
+  redis.call('ZADD', k_inflight, now + tonumber(lease_ms), id .. '|' .. worker)
+  return raw
+end
+-- Pop and claim the next waiting job from the wake lists KEYS[first..#KEYS] (LMPOP takes
+-- from the first non-empty one). Stale entries are consumed on the way, a bounded number.
+local function take_next(first, k_jobs, k_data, k_inflight, k_events, worker, lease_ms, maxlen,
+                         kind)
+  local n = #KEYS - first + 1
+  if n <= 0 then return false end
+  local args = {n}
+  for i = first, #KEYS do args[#args + 1] = KEYS[i] end
+  args[#args + 1] = 'RIGHT'
+  for _ = 1, 16 do
+    local got = redis.call('LMPOP', unpack(args))
+    if not got then return false end
+    local raw = claim(k_jobs, k_data, k_inflight, k_events, got[2][1], worker, lease_ms,
+      maxlen, kind)
+    if raw then return {got[2][1], raw} end
+  end
+  return false
 end

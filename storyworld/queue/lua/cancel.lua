@@ -1,25 +1,23 @@
--- Engine: withdraw jobs: remove the waiting ones (and their wake entries), flag the ones in
--- flight so their workers stop at the next heartbeat. Returns how many were waiting.
--- KEYS: jobs, inflight, cancelled, events
--- ARGV: wake_prefix, events_maxlen, [job ids]
-local want = {}
-for i = 3, #ARGV do want[ARGV[i]] = true end
-local removed = 0
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-for i = 1, #items do
-  local job = decode(items[i])
-  if job and want[job.job_id] then
-    redis.call('LREM', KEYS[1], 1, items[i])
-    redis.call('LREM', ARGV[1] .. wake_suffix(job), 1, items[i])
+-- Engine: withdraw jobs: waiting ones leave the waiting set, the data hash and their wake
+-- list (LREM from the newest end: the one command here that walks a list, only for an
+-- operator's or the engine's withdrawal, never on a worker's or the tick's path); the
+-- others are flagged so a worker holding one stops at its next heartbeat. Returns how many
+-- were waiting.
+-- KEYS: jobs, data, cancelled, wake lists of the jobs
+-- ARGV: n, then n pairs (job id, index of its wake list among the wake KEYS from 1, 0 none)
+local removed, flagged = 0, {}
+for i = 0, tonumber(ARGV[1]) - 1 do
+  local id, w = ARGV[2 + 2 * i], tonumber(ARGV[3 + 2 * i])
+  if redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('HDEL', KEYS[2], id)
+    if w > 0 then redis.call('LREM', KEYS[3 + w], 1, id) end
     removed = removed + 1
-    want[job.job_id] = nil
+  else
+    flagged[#flagged + 1] = id
   end
 end
-local members = redis.call('ZRANGE', KEYS[2], 0, -1)
-for i = 1, #members do
-  local sep = string.find(members[i], '|', 1, true)
-  local id = string.sub(members[i], 1, sep - 1)
-  if want[id] then redis.call('SADD', KEYS[3], id) end
+if #flagged > 0 then
+  bulk('SADD', KEYS[3], flagged)
+  redis.call('EXPIRE', KEYS[3], 86400)
 end
-redis.call('EXPIRE', KEYS[3], 86400)
 return removed

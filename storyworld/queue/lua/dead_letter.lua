@@ -1,10 +1,20 @@
--- Worker: a message it took cannot be run at all (malformed): dead-letter it with the reason.
--- KEYS: jobs, dead, dead_new, events
--- ARGV: payload, job_id, reason, worker, events_maxlen
-redis.call('LREM', KEYS[1], 1, ARGV[1])
-redis.call('LPUSH', KEYS[2], cjson.encode({job_id = ARGV[2], reason = ARGV[3],
-  payload = ARGV[1], at = now_ms() / 1000, worker = ARGV[4]}))
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
-event(KEYS[4], ARGV[5], 'dead', cjson.encode({job_id = ARGV[2], reason = ARGV[3],
-  worker = ARGV[4]}))
+-- Worker: a job it claimed can never run (unreadable, over a limit): dead-letter it with the
+-- reason, keeping at most `payload_limit` bytes of the payload in the letter.
+-- KEYS: inflight, data, jobs, dead, dead_new, events, stats
+-- ARGV: job_id, reason, worker, events_maxlen, dead_kind, payload_limit, payload (used if
+--       none is stored)
+redis.call('ZREM', KEYS[1], ARGV[1] .. '|' .. ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local raw = redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[7]
+redis.call('HDEL', KEYS[2], ARGV[1])
+local now = event(KEYS[6], ARGV[4], ARGV[5], cjson.encode({job_id = ARGV[1],
+  reason = ARGV[2], worker = ARGV[3]}))
+local letter = cjson.encode({job_id = ARGV[1], reason = ARGV[2],
+  payload = string.sub(raw, 1, tonumber(ARGV[6])), size = #raw, at = now / 1000,
+  worker = ARGV[3]})
+-- Filed under its job id; a message without one under `entry:<SHA-1 of the letter>`.
+local ref = ARGV[1] ~= '' and ARGV[1] or ('entry:' .. string.sub(redis.sha1hex(letter), 1, 16))
+redis.call('HSET', KEYS[4], ref, letter)
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[2]) end
+redis.call('HINCRBY', KEYS[7], 'dead', 1)
 return 1

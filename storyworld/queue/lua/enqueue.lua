@@ -1,18 +1,23 @@
--- Engine: queue jobs, fenced by the engine lease. Each payload goes on the waiting list
--- (LLEN = jobs waiting) and on its backend's wake list, which idle workers block on.
--- KEYS: engine_lease, jobs, events
--- ARGV: token, wake_prefix, events_maxlen, then (wake suffix, payload) pairs
+-- Engine: queue jobs, fenced by the engine lease. Payloads go in the data hash, ids in the
+-- waiting set (scored by time) and on their wake lists, which workers pop.
+-- KEYS: engine_lease, jobs, data, events, wake lists (distinct)
+-- ARGV: token, events_maxlen, enqueued_kind, n, then n triples (job id, payload, index of
+--       its wake list among the wake KEYS, from 1)
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local all, by_backend, order = {}, {}, {}
-for i = 4, #ARGV, 2 do
-  local b, p = ARGV[i], ARGV[i + 1]
-  all[#all + 1] = p
-  if not by_backend[b] then by_backend[b] = {}; order[#order + 1] = b end
-  local list = by_backend[b]
-  list[#list + 1] = p
+local n = tonumber(ARGV[4])
+if n == 0 then return 0 end
+local now = event(KEYS[4], ARGV[2], ARGV[3], cjson.encode({count = n}))
+local hargs, zargs, per = {}, {}, {}
+for i = 0, n - 1 do
+  local id, raw, w = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
+  hargs[#hargs + 1] = id
+  hargs[#hargs + 1] = raw
+  zargs[#zargs + 1] = now
+  zargs[#zargs + 1] = id
+  per[w] = per[w] or {}
+  table.insert(per[w], id)
 end
-if #all == 0 then return 0 end
-redis.call('LPUSH', KEYS[2], unpack(all))
-for _, b in ipairs(order) do redis.call('LPUSH', ARGV[2] .. b, unpack(by_backend[b])) end
-event(KEYS[3], ARGV[3], 'enqueued', cjson.encode({count = #all}))
-return #all
+bulk('HSET', KEYS[3], hargs)
+bulk('ZADD', KEYS[2], zargs)
+for w, ids in pairs(per) do bulk('LPUSH', KEYS[4 + w], ids) end
+return n

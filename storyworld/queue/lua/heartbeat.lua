@@ -1,16 +1,17 @@
 -- Worker: refresh the heartbeat and renew the leases of the jobs it holds. Returns the jobs
 -- it no longer holds (reclaimed after an expired lease) and those cancelled by the engine.
 -- KEYS: worker_hb, workers, events, inflight, cancelled, logs
--- ARGV: worker, hb_ttl, lease_ms, events_maxlen, emit_event, [job ids], [fields], [logs]
+-- ARGV: worker, hb_ttl, lease_ms, events_maxlen, emit_event, heartbeat_kind, [job ids],
+--       [fields], [logs]
 local worker = ARGV[1]
-local jobs, idx = take_list(6)
+local jobs, idx = take_list(7)
 local fields, idx2 = take_list(idx)
 local logs = take_list(idx2)
 local now
 if ARGV[5] == '1' then
   local hb = {}
   for i = 1, #fields, 2 do hb[fields[i]] = fields[i + 1] end
-  now = event(KEYS[3], ARGV[4], 'heartbeat', cjson.encode(hb))
+  now = event(KEYS[3], ARGV[4], ARGV[6], cjson.encode(hb))
 else
   now = now_ms()
 end

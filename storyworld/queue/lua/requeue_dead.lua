@@ -1,29 +1,27 @@
--- Operator: move dead letters back to the front of the queue (or drop them). Returns
--- {moved, dropped, refused refs, job ids moved}.
--- KEYS: dead, jobs, events
--- ARGV: mode ('requeue' | 'drop'), wake_prefix, events_maxlen, [job ids or 'entry:<first 16
---       hex of the entry's SHA-1>' for entries without a job id] (none = all)
-local selected = {}
-local all = #ARGV <= 3
-for i = 4, #ARGV do selected[ARGV[i]] = true end
-local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+-- Operator: move dead letters back to the front of their wake lists (or drop them).
+-- Returns {moved, dropped, refused refs, job ids moved}.
+-- KEYS: dead, jobs, data, events, wake lists of the selected letters
+-- ARGV: mode ('requeue' | 'drop'), events_maxlen, dead_changed_kind, n, then n triples
+--       (the letter's name in the dead hash: its job id or `entry:<sha>`; the job id of its
+--       payload; index of its wake list among the wake KEYS from 1, 0: payload unreadable)
 local moved, dropped, refused, moved_ids = 0, 0, {}, {}
-for i = #entries, 1, -1 do
-  local entry = entries[i]
-  local ok, dl = pcall(cjson.decode, entry)
-  local id = (ok and type(dl) == 'table' and type(dl.job_id) == 'string') and dl.job_id or ''
-  local ref = id ~= '' and id or ('entry:' .. string.sub(redis.sha1hex(entry), 1, 16))
-  if all or selected[ref] then
+local now
+for i = 0, tonumber(ARGV[4]) - 1 do
+  local ref, id, w = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
+  local entry = redis.call('HGET', KEYS[1], ref)
+  if entry then
     if ARGV[1] == 'drop' then
-      redis.call('LREM', KEYS[1], 1, entry)
+      redis.call('HDEL', KEYS[1], ref)
       dropped = dropped + 1
     else
-      local job = ok and type(dl.payload) == 'string' and decode(dl.payload)
-      if job then
-        local again = with_delivery(dl.payload, 1)
-        redis.call('LREM', KEYS[1], 1, entry)
-        redis.call('RPUSH', KEYS[2], again)
-        redis.call('RPUSH', ARGV[2] .. wake_suffix(job), again)
+      local ok, dl = pcall(cjson.decode, entry)
+      local job = ok and type(dl) == 'table' and type(dl.payload) == 'string' and decode(dl.payload)
+      if job and w > 0 and job.job_id == id then
+        now = now or now_ms()
+        redis.call('HSET', KEYS[3], id, with_delivery(dl.payload, 1))
+        redis.call('ZADD', KEYS[2], now, id)
+        redis.call('RPUSH', KEYS[4 + w], id)
+        redis.call('HDEL', KEYS[1], ref)
         moved = moved + 1
         moved_ids[#moved_ids + 1] = id
       else
@@ -33,6 +31,6 @@ for i = #entries, 1, -1 do
   end
 end
 if moved + dropped > 0 then
-  event(KEYS[3], ARGV[3], 'dead_changed', cjson.encode({requeued = moved, dropped = dropped}))
+  event(KEYS[4], ARGV[2], ARGV[3], cjson.encode({requeued = moved, dropped = dropped}))
 end
 return {moved, dropped, refused, moved_ids}

@@ -1,9 +1,11 @@
--- Worker: take the job whose payload it just popped from a wake list: remove it from the
--- waiting list and record the lease. 0 if the job is no longer waiting (cancelled).
--- KEYS: jobs, inflight, data, events
--- ARGV: worker, lease_ms, events_maxlen, payload, job_id, event_json
-if redis.call('LREM', KEYS[1], 1, ARGV[4]) == 0 then return 0 end
-local now = event(KEYS[4], ARGV[3], 'started', ARGV[6])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[5] .. '|' .. ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[4])
-return 1
+-- Worker: claim the job whose id it just popped from a wake list (blocking there while
+-- idle); if that one no longer waits, take the next one waiting on the same lists.
+-- Returns {job id, payload} or false.
+-- KEYS: jobs, data, inflight, events, wake lists of the worker
+-- ARGV: worker, lease_ms, events_maxlen, started_kind, job id ('' = just take the next)
+if ARGV[5] ~= '' then
+  local raw = claim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[1], ARGV[2], ARGV[3],
+    ARGV[4])
+  if raw then return {ARGV[5], raw} end
+end
+return take_next(5, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
