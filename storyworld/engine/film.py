@@ -473,6 +473,8 @@ def reroll(
         raise ConfigError("this episode was created without keyframes; use episode retry")
     if beat.state in (BeatState.QUEUED, BeatState.RENDERING):
         raise ConfigError(f"beat {beat.index + 1} is rendering; re-roll it once it is done")
+    if episode.state in (EpisodeState.COMPOSING, EpisodeState.CANCELLED):
+        raise ConfigError(f"episode {episode.id} is {episode.state}; re-roll it afterwards")
     if seed is not None:
         info["seed"] = seed
     else:
