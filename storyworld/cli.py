@@ -302,7 +302,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                 fps=args.fps,
                 steps=args.steps,
                 seed=args.seed,
-                options={"script_key": key, sound.SOUND: sound_opts},
+                options={
+                    "script_key": key,
+                    "script_path": str(script_path.resolve()),
+                    sound.SOUND: sound_opts,
+                },
                 reuse=not args.new,
                 **film_args,
             )
