@@ -203,3 +203,32 @@ def test_compare_attempts_side_by_side() -> None:
             await until(pilot, lambda: not isinstance(app.screen, AttemptsScreen))
 
     run(scenario())
+
+
+def test_keyframes_are_real_images_where_the_terminal_can_show_them(monkeypatch) -> None:
+    """On a kitty or sixel terminal the keyframe is textual-image's widget (here a stand-in
+    with its interface: the terminal under test shows neither); elsewhere half blocks."""
+    from textual.widget import Widget
+
+    from storyworld.tui import images
+
+    assert images.probe() == "half blocks"  # no terminal to ask under pytest
+    shown: list[Any] = []
+
+    class FakeImage(Widget):
+        def __init__(self, image: Any, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.image = image
+            shown.append(image)
+
+    monkeypatch.setattr(images, "_widget", FakeImage)
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await SCREENS["episode"](pilot)
+            await until(pilot, lambda: screen.query("#keyframe-image"), what="the image widget")
+            assert shown and shown[0].size == (96, 54)
+            assert "▀" not in text_of(screen.query_one("#keyframe", Static))
+
+    run(scenario())
