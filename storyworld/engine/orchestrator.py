@@ -38,9 +38,6 @@ __all__ = ["Orchestrator", "backoff_delay", "job_id_for"]
 
 log = logging.getLogger("storyworld.engine")
 
-#: A blocking wait that returns this fast found a backlog: drain it with a tick.
-_BACKLOG_S = 0.005
-
 
 class Orchestrator:
     """Runs the decision loop. `run()` blocks until `stop` is set."""
@@ -126,10 +123,11 @@ class Orchestrator:
         if timeout is None or not self.is_leader:
             return
         applied, self._applied = self._applied, []
-        started = time.monotonic()
         raw = self.queue.ack_and_wait(applied, timeout)
         if raw is not None:
-            self._arrived(raw, backlog=time.monotonic() - started < _BACKLOG_S)
+            # One read brings every result waiting; more than one is a backlog, which the
+            # tick takes in one batch.
+            self._arrived(raw, backlog=self.queue.buffered() > 0)
 
     def stop(self) -> None:
         self._stop.set()
