@@ -86,8 +86,9 @@ LETTER_PAYLOAD_LIMIT = L.MAX_JOB_BYTES
 ACK_BATCH = 1000
 #: Expired leases handled per tick (the rest at the next one, which follows at once).
 RECLAIM_BATCH = 100
-#: While results flow, the engine reads them at most this often (a batch per read).
-RESULT_GATHER_S = 0.01
+#: While results flow, the engine reads them at most this often (a batch per read; a result
+#: is applied at most this much later, the dispatch of jobs is not delayed).
+RESULT_GATHER_S = 0.25
 #: Jobs in flight listed per tick (the engine moves them from queued to rendering).
 INFLIGHT_LISTED = 1000
 
