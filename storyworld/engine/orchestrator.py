@@ -107,6 +107,8 @@ class Orchestrator:
                     self.problems.recovered()
                     delay = 1.0
                 except redis.RedisError as e:
+                    if stop.is_set():
+                        break  # a blocked call interrupted to stop
                     self.status = self.problems.report(e, delay) + f" — retrying in {delay:.0f} s"
                     self._need_reconcile = self._recover = True
                     stop.wait(delay)
@@ -124,8 +126,8 @@ class Orchestrator:
     def _lead(self) -> None:
         """One leader's round: a step, then block for the next arrival."""
         timeout = self.step()
-        if timeout is None or not self.is_leader:
-            return
+        if timeout is None or not self.is_leader or self._stop.is_set():
+            return  # (a tick may have taken the wake-up that says stop)
         applied, self._applied = self._applied, []
         started = time.monotonic()
         raw = self.queue.ack_and_wait(applied, timeout)
