@@ -225,7 +225,7 @@ def _bed_gain_db(path: Path, target: float) -> float:
     meter = LoudnessMeter()
     got = 0
     for chunk in decode_audio(path):
-        meter.add(chunk)
+        meter.add(chunk, peak=False)
         got += chunk.shape[1]
         if got >= SAMPLE_RATE * 60:
             break
@@ -254,10 +254,6 @@ class EpisodeMix:
     gain_db: float
     lufs: float
     true_peak_dbtp: float
-
-    @property
-    def video_s(self) -> float:
-        return self.frames
 
     def to_json(self, fps: int) -> dict[str, float | int]:
         return {

@@ -112,6 +112,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from storyworld.tui.source import DEFAULT_REFRESH_S, LiveSource
 
     _setup_logging(settings)
+    from storyworld.tui import images
+
+    images.probe()  # asks the terminal, which only works before Textual takes it over
     rt = open_runtime(settings, role="storyworld-tui")
     engine: EngineHost | None = None
     try:

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
 from storyworld.tui import format as fmt
+from storyworld.tui import images
 from storyworld.tui.data import Snapshot
 from storyworld.tui.keyframe import half_blocks
 from storyworld.tui.screens import LiveScreen, bindings
@@ -215,17 +216,35 @@ class EpisodeScreen(LiveScreen):
             return
         panel.update(Text("loading keyframe…", style="dim"))
         width = max(16, (panel.size.width or 40) - 1)
+        real = images.graphics()  # kitty / sixel terminals: the picture itself
 
-        def fetch() -> Text:
+        def fetch() -> Any:
             image = self.console.source.keyframe(key)
+            if real is not None:
+                return image
             return half_blocks(image, max_cells_w=min(width, 64), max_cells_h=12)
 
-        def done(rendered: Text) -> None:
+        def done(rendered: Any) -> None:
+            if real is not None:
+                self._show_real(real, rendered)
+                return
             self._keyframes[key] = rendered
             if self._keyframe_key == key:
                 panel.update(rendered)
 
         self.console.run_io("Keyframe preview", fetch, done, group="keyframe", quiet=True)
+
+    def _show_real(self, widget_class: Any, image: Any) -> None:
+        """Show `image` in textual-image's widget (mounted once, under the half blocks)."""
+        panel = self.query_one("#keyframe", Static)
+        found = self.query("#keyframe-image")
+        if found:
+            found.first().image = image
+        else:
+            self.query_one("#beat-side").mount(
+                widget_class(image, id="keyframe-image"), after=panel
+            )
+        panel.update("")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_beat()
@@ -258,6 +277,28 @@ class EpisodeScreen(LiveScreen):
         from storyworld.tui.keyframes import KeyframesScreen
 
         self.app.push_screen(KeyframesScreen(self.episode_id))
+
+    def action_compare_attempts(self) -> None:
+        beat = self._beat()
+        if beat is None or not self.detail:
+            self.notify("No beat is highlighted", severity="warning", timeout=3)
+            return
+        from storyworld.tui.attempts import AttemptsScreen
+
+        self.app.push_screen(AttemptsScreen(self.detail, beat))
+
+    def action_play_clip(self) -> None:
+        beat = self._beat()
+        if beat is None or not beat["clip_key"]:
+            self.notify("This beat has no clip yet", severity="warning", timeout=3)
+            return
+        self.console.play(beat["clip_key"])
+
+    def action_play_episode(self) -> None:
+        if not self.detail or not self.detail.get("output_key"):
+            self.notify("The episode is not composed yet", severity="warning", timeout=3)
+            return
+        self.console.play(self.detail["output_key"])
 
     def action_copy_episode_link(self) -> None:
         if not self.detail or not self.detail.get("output_key"):

@@ -33,9 +33,9 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import mask_url, redact
+from storyworld.engine import fleet, services, webhooks
 from storyworld.engine import history as job_history
 from storyworld.engine import jobs as job_browser
-from storyworld.engine import services, webhooks
 from storyworld.engine.jobs import JobQuery
 from storyworld.engine.runtime import Runtime
 from storyworld.queue import JobQueue, connect, describe_redis_error
@@ -81,6 +81,7 @@ class Source(Protocol):
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int: ...
     def webhook_deliveries(self) -> list[dict[str, Any]]: ...
     def history(self, window_s: float) -> dict[str, Any]: ...
+    def paused_backends(self) -> set[str]: ...
     def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]: ...
 
 
@@ -283,6 +284,10 @@ class LiveSource:
 
     def history(self, window_s: float) -> dict[str, Any]:
         return job_history.history(self.rt, window_s)  # the database only: no Redis command
+
+    def paused_backends(self) -> set[str]:
+        self._count(1)
+        return fleet.paused_backends(self.queue)
 
     def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
         per_hour = self.settings.gpu_cost_per_hour
@@ -682,6 +687,7 @@ class FixedSource:
         self.refreshes = 0
         self.deliveries: list[dict[str, Any]] = []
         self.history_data: dict[str, Any] | None = None
+        self.paused: set[str] = set()
         self.costs: dict[str, Any] = {"gpu_seconds": 83.0, "cost": 0.02, "beats_left": 3,
                                       "eta_s": 95.0}  # fmt: skip
         self._cb: SnapshotCallback = lambda s: None
@@ -753,6 +759,9 @@ class FixedSource:
 
     def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
         return dict(self.costs)
+
+    def paused_backends(self) -> set[str]:
+        return set(self.paused)
 
     def history(self, window_s: float) -> dict[str, Any]:
         return self.history_data or {"window_s": window_s, "bucket_s": window_s / 30,
