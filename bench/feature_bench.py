@@ -67,7 +67,9 @@ def main() -> int:
         plan_s = time.perf_counter() - t0
         env = {**os.environ, "STORYWORLD_HOME": home, "PYTHONPATH": str(ROOT)}
         env.pop("REDIS_URL", None)
-        cmd = [sys.executable, "-m", "storyworld.cli", "render", str(script)]
+        music = _music(Path(home) / "bed.wav")
+        cmd = [sys.executable, "-m", "storyworld.cli", "--env-file", "", "render", str(script)]
+        cmd += ["--music", str(music)]
         started = time.perf_counter()
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home
@@ -115,12 +117,18 @@ def main() -> int:
     }
     if args.json:
         print(json.dumps(figures))
-    print("| beats | script | plan | render + compose | episode | loudness | true peak |")
+    print("| beats | script | plan | beats rendered | compose | whole command | episode |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(
         f"| {figures['beats']} | {figures['script_kb']} KB | {figures['plan_s']} s | "
-        f"{wall / 60:.1f} min | {figures['episode_min']} min | {mix.get('lufs')} LUFS | "
-        f"{mix.get('true_peak_dbtp')} dBTP |"
+        f"{mix.get('beats_s')} s | {mix.get('compose_s')} s | {wall / 60:.1f} min | "
+        f"{figures['episode_min']} min |"
+    )
+    print()
+    print(
+        f"Loudness {mix.get('lufs')} LUFS, true peak {mix.get('true_peak_dbtp')} dBTP, "
+        f"{mix.get('cues')} cues, {mix.get('beats_grown')} beats grew to fit their lines; "
+        f"video {mix.get('video_s')} s, audio {mix.get('audio_s')} s."
     )
     print()
     print("| process | peak RSS |")
@@ -131,15 +139,45 @@ def main() -> int:
 
 
 def _mix_figures(home: str) -> dict[str, object]:
-    """The composer's measurements, from the local database."""
+    """The composer's measurements and how long each stage took, from the local database."""
     import sqlite3
 
     db = Path(home) / "local.db"
     with sqlite3.connect(db) as conn:
-        query = "SELECT options FROM episodes ORDER BY created_at DESC"
-        (options,) = conn.execute(query).fetchone()
+        query = "SELECT id, options FROM episodes ORDER BY created_at DESC"
+        episode_id, options = conn.execute(query).fetchone()
+        at = dict(
+            conn.execute(
+                "SELECT to_state, MAX(at) FROM transitions WHERE entity_id = ? GROUP BY to_state",
+                (episode_id,),
+            ).fetchall()
+        )
+        grew = conn.execute(
+            "SELECT COUNT(*) FROM transitions WHERE reason LIKE '%to fit its dialogue%'"
+        ).fetchone()[0]
     mix = (json.loads(options) if isinstance(options, str) else options or {}).get("mix", {})
-    return {k: mix.get(k) for k in ("lufs", "true_peak_dbtp", "video_s", "audio_s", "cues")}
+    out = {k: mix.get(k) for k in ("lufs", "true_peak_dbtp", "video_s", "audio_s", "cues")}
+    if "composing" in at and "rendering" in at and "completed" in at:
+        out["beats_s"] = round(at["composing"] - at["rendering"], 1)
+        out["compose_s"] = round(at["completed"] - at["composing"], 1)
+    out["beats_grown"] = grew
+    return out
+
+
+def _music(path: Path) -> Path:
+    """A 20 s chord as the music bed (WAV), so the mix ducks it under every line."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(20 * 22050) / 22050
+    x = sum(np.sin(2 * np.pi * f * t) for f in (196, 247, 294)) / 3 * 0.4
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
 
 
 if __name__ == "__main__":

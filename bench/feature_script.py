@@ -94,8 +94,11 @@ def feature_screenplay(beats: int = 900, seed: int = 7) -> str:
             shot = rng.choice(_SHOTS)
             who = cast[k % 2].title()
             prop = rng.choice(_PROPS)
-            mood = rng.choice(_MOODS)
-            out += [f"{shot} {who}. _{prop.capitalize()}_ [[check continuity]]. {mood}", ""]
+            mood = rng.choice(_MOODS) if rng.random() < 0.6 else ""
+            out += [
+                f"{shot} {who}. _{prop.capitalize()}_ [[check continuity]]. {mood}".rstrip(),
+                "",
+            ]
             planned += 1
             if rng.random() < 0.8 and planned < beats:
                 speaker = cast[k % 2]

@@ -142,6 +142,11 @@ def duck_envelope(
     return (1.0 - duck * (1.0 - depth)).astype(np.float32)
 
 
+#: A signal whose samples stay under this fraction of a ceiling (-4 dB) cannot have peaks
+#: between its samples over it (band-limited audio overshoots its samples by far less).
+SAFE_BELOW = 0.63
+
+
 def true_peak_db(x: np.ndarray) -> float:
     """The true peak (dBTP) of a (channels, n) chunk: the sample peak of the signal
     oversampled four times."""
@@ -156,6 +161,8 @@ def limit_true_peak(x: np.ndarray, ceiling_db: float, rate: int = SAMPLE_RATE) -
     """Bring peaks above `ceiling_db` down with a smooth gain (5 ms attack before each
     peak, 80 ms release after), so the oversampled peak stays under the ceiling."""
     ceiling = db_to_gain(ceiling_db - 0.1)
+    if x.size == 0 or float(np.max(np.abs(x))) < ceiling * SAFE_BELOW:
+        return x  # far enough below the ceiling that no peak between samples reaches it
     # Each sample's level is the largest of its four oversampled neighbours: peaks between
     # samples count.
     up = np.abs(resample(x, 1, 4))
@@ -179,28 +186,30 @@ class LoudnessMeter:
 
     def __init__(self, rate: int = SAMPLE_RATE, channels: int = 2) -> None:
         import pyloudnorm
-        from scipy.signal import lfilter_zi
+        from scipy.signal import tf2sos
 
         meter = pyloudnorm.Meter(rate)  # K-weighting, 400 ms blocks, 75 % overlap
         self.rate = rate
-        self.stages = [(f.b, f.a) for f in meter._filters.values()]
-        self.zi = [[lfilter_zi(b, a) * 0.0 for _ in range(channels)] for b, a in self.stages]
+        # pyloudnorm's two K-weighting stages as second-order sections, run over both
+        # channels at once with their state carried between chunks.
+        self.sos = np.vstack([tf2sos(f.b, f.a) for f in meter._filters.values()])
+        self.zi = np.zeros((self.sos.shape[0], channels, 2))
         self.step = int(rate * 0.1)
         self.pending = np.zeros((channels, 0))
         self.sub: list[np.ndarray] = []  # per 100 ms: sum of squares per channel
         self.peak_db = -math.inf
+        self.sample_peak = 0.0
         self.samples = 0
 
-    def add(self, x: np.ndarray) -> None:
-        from scipy.signal import lfilter
+    def add(self, x: np.ndarray, *, peak: bool = True) -> None:
+        from scipy.signal import sosfilt
 
         x = np.asarray(x, dtype=np.float64)
         self.samples += x.shape[1]
-        self.peak_db = max(self.peak_db, true_peak_db(x))
-        y = x.copy()
-        for k, (b, a) in enumerate(self.stages):
-            for ch in range(y.shape[0]):
-                y[ch], self.zi[k][ch] = lfilter(b, a, y[ch], zi=self.zi[k][ch])
+        self.sample_peak = max(self.sample_peak, float(np.max(np.abs(x))) if x.size else 0.0)
+        if peak:
+            self.peak_db = max(self.peak_db, true_peak_db(x))
+        y, self.zi = sosfilt(self.sos, x, axis=-1, zi=self.zi)
         data = np.concatenate([self.pending, y], axis=1)
         whole = data.shape[1] // self.step
         if whole:

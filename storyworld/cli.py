@@ -302,7 +302,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                 fps=args.fps,
                 steps=args.steps,
                 seed=args.seed,
-                options={"script_key": key, sound.SOUND: sound_opts},
+                options={
+                    "script_key": key,
+                    "script_path": str(script_path.resolve()),
+                    sound.SOUND: sound_opts,
+                },
                 reuse=not args.new,
                 **film_args,
             )
@@ -314,9 +318,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             )
         engine = EngineHost(rt).start()
         if workers:
-            film_state = services.episode_detail(rt, episode_id).get("film") or {}
+            shown = services.episode_detail(rt, episode_id)
+            film_state = shown.get("film") or {}
             stages = [backend]
-            if film_state.get("keyframe_backend") not in (None, backend):
+            # A keyframe worker only where some beat draws a keyframe first (a Veo episode
+            # without references needs none, and its pod may have no keyframe model).
+            drawn = film_state.get("approve") or any(
+                b.get("stage") == "keyframe" for b in shown.get("beats", [])
+            )
+            if drawn and film_state.get("keyframe_backend") not in (None, backend):
                 stages.append(film_state["keyframe_backend"])
             fleet = services.local_fleet(rt, stages, workers)
             fleet.start()

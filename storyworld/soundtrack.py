@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from storyworld.audio import (
+    SAFE_BELOW,
     SAMPLE_RATE,
     AacWriter,
     LoopingSource,
@@ -55,6 +56,8 @@ CEILING_DBTP = -1.0
 BED_LUFS = -30.0
 AMBIENCE_LUFS = -38.0
 DUCK_DB = -15.0
+#: A music bed fades in and out over this long where it starts, stops or changes.
+SCENE_FADE_S = 0.5
 
 _ASS_HEADER = (
     b"[Script Info]\r\nScriptType: v4.00+\r\nPlayResX: 384\r\nPlayResY: 288\r\n\r\n"
@@ -222,7 +225,7 @@ def _bed_gain_db(path: Path, target: float) -> float:
     meter = LoudnessMeter()
     got = 0
     for chunk in decode_audio(path):
-        meter.add(chunk)
+        meter.add(chunk, peak=False)
         got += chunk.shape[1]
         if got >= SAMPLE_RATE * 60:
             break
@@ -251,10 +254,6 @@ class EpisodeMix:
     gain_db: float
     lufs: float
     true_peak_dbtp: float
-
-    @property
-    def video_s(self) -> float:
-        return self.frames
 
     def to_json(self, fps: int) -> dict[str, float | int]:
         return {
@@ -292,11 +291,17 @@ def _mix_pass(
             if music is not None:
                 if music not in sources:
                     sources[music] = LoopingSource(music, _bed_gain_db(music, BED_LUFS))
-                bed = sources[music].read(n)
-                sound += bed * duck_envelope(n, t0, spans, depth_db=DUCK_DB)
+                bed = sources[music].read(n) * duck_envelope(n, t0, spans, depth_db=DUCK_DB)
+                # Where the music changes (a scene with its own), fade it in and out.
+                fade = min(n // 2, int(SAMPLE_RATE * SCENE_FADE_S))
+                if fade and beds.music.get(i - 1) != music:
+                    bed[:, :fade] *= np.linspace(0, 1, fade, dtype=np.float32)
+                if fade and beds.music.get(i + 1) != music:
+                    bed[:, n - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+                sound += bed
             if ambience is not None:
                 sound += ambience.read(n)
-            meter.add(sound)
+            meter.add(sound, peak=False)
             f.write(np.ascontiguousarray(sound.T, dtype=np.float32).tobytes())
             before += beat.frames
     return meter, cues
@@ -320,6 +325,18 @@ def _frames(beat: BeatClip, fps: int) -> Iterator[np.ndarray]:
     yield from conform_frames(read_frames(beat.path), probe_fps(beat.path), fps, beat.frames)
 
 
+def _limited_loudness(scratch: Path, beats: list[BeatClip], fps: int, gain: float) -> float:
+    meter = LoudnessMeter()
+    before = 0
+    with open(scratch, "rb") as f:
+        for beat in beats:
+            n = beat_samples(before, beat.frames, fps)[1]
+            sound = np.frombuffer(f.read(n * 2 * 4), np.float32).reshape(-1, 2).T * gain
+            meter.add(limit_true_peak(sound, CEILING_DBTP), peak=False)
+            before += beat.frames
+    return meter.integrated()
+
+
 def compose_episode(
     beats: list[BeatClip],
     out: Path,
@@ -340,6 +357,12 @@ def compose_episode(
         meter, cues = _mix_pass(beats, fps, beds, scratch)
         measured = meter.integrated()
         gain_db = TARGET_LUFS - measured if math.isfinite(measured) else 0.0
+        # The limiter takes some loudness off what it holds down: measure the limited mix
+        # once (no encoding; the limiter is cheap) and make up the difference.
+        if meter.sample_peak * db_to_gain(gain_db) >= db_to_gain(CEILING_DBTP) * SAFE_BELOW:
+            limited = _limited_loudness(scratch, beats, fps, db_to_gain(gain_db))
+            if math.isfinite(limited) and abs(TARGET_LUFS - limited) > 0.1:
+                gain_db += TARGET_LUFS - limited
         gain = db_to_gain(gain_db)
         final = LoudnessMeter()
         part = out.with_name(f".{out.name}.part")
@@ -349,9 +372,10 @@ def compose_episode(
                 open(scratch, "rb") as f,
                 av.open(str(part), "w", format="mp4", options={"movflags": "+faststart"}) as dst,
             ):
-                video = dst.add_stream("libx264", rate=Fraction(fps))
-                video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-                video.options = {"crf": "23", "preset": "veryfast"}
+                copy = not burn_subtitles and _copyable(beats, fps, w, h)
+                video = (
+                    _VideoCopy(dst, beats[0].path, fps) if copy else _VideoEncode(dst, fps, w, h)
+                )
                 aac = AacWriter(dst)
                 subs = None if burn_subtitles else _SubtitleTrack(dst)
                 before = 0
@@ -367,16 +391,15 @@ def compose_episode(
                     beat_cues = [
                         Cue(t0 + c.start_s, t0 + c.end_s, c.speaker, c.text) for c in beat.cues
                     ]
-                    for k, arr in enumerate(_frames(beat, fps)):
+                    if isinstance(video, _VideoCopy):
+                        frames_written += video.copy(beat.path, frames_written)
+                    for k, arr in enumerate(() if copy else _frames(beat, fps)):
                         if burn_subtitles:
                             t = t0 + k / fps
                             cue = next((c for c in beat_cues if c.start_s <= t < c.end_s), None)
                             if cue is not None:
                                 arr = _burn(arr, cue)
-                        vf = av.VideoFrame.from_ndarray(_fit(arr, w, h), format="rgb24")
-                        vf.pts = frames_written
-                        for packet in video.encode(vf):
-                            dst.mux(packet)
+                        video.write(arr, frames_written)
                         frames_written += 1
                     if subs is not None:
                         for cue in beat_cues:
@@ -384,8 +407,7 @@ def compose_episode(
                     before += beat.frames
                     if progress is not None:
                         progress(i + 1, len(beats))
-                for packet in video.encode(None):
-                    dst.mux(packet)
+                video.close()
                 aac.close()
             os.replace(part, out)
         finally:
@@ -400,6 +422,79 @@ def compose_episode(
         lufs=final.integrated(),
         true_peak_dbtp=final.peak_db,
     )
+
+
+class _VideoEncode:
+    """Frames to H.264 (when clips differ, or subtitles are burnt in)."""
+
+    def __init__(self, dst: av.container.OutputContainer, fps: int, w: int, h: int) -> None:
+        self.dst, self.w, self.h = dst, w, h
+        self.stream = dst.add_stream("libx264", rate=Fraction(fps))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = w, h, "yuv420p"
+        self.stream.options = {"crf": "23", "preset": "veryfast"}
+
+    def write(self, arr: np.ndarray, index: int) -> None:
+        vf = av.VideoFrame.from_ndarray(_fit(arr, self.w, self.h), format="rgb24")
+        vf.pts = index
+        for packet in self.stream.encode(vf):
+            self.dst.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.dst.mux(packet)
+
+
+class _VideoCopy:
+    """The clips' H.264 packets, re-timed one after the other, not re-encoded: clips of
+    one episode come from the same encoder settings, so their streams join as they are."""
+
+    def __init__(self, dst: av.container.OutputContainer, first: Path, fps: int) -> None:
+        self.dst, self.fps = dst, fps
+        with av.open(str(first)) as src:
+            self.stream = dst.add_stream_from_template(src.streams.video[0])
+            self.time_base = src.streams.video[0].time_base
+        self.stream.time_base = self.time_base
+
+    def copy(self, clip: Path, frames_before: int) -> int:
+        offset = round(frames_before / self.fps / self.time_base)
+        n = 0
+        with av.open(str(clip)) as src:
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is None:
+                    continue
+                packet.stream = self.stream
+                packet.pts += offset
+                packet.dts += offset
+                self.dst.mux(packet)
+                n += 1
+        return n
+
+    def write(self, arr: np.ndarray, index: int) -> None:
+        raise AssertionError("copied clips are not re-encoded")
+
+    def close(self) -> None:
+        pass
+
+
+def _copyable(beats: list[BeatClip], fps: int, w: int, h: int) -> bool:
+    """Whether every clip is H.264 at the episode's size and rate, with its beat's exact
+    frame count, the same time base and the same codec parameters (SPS/PPS)."""
+    first: tuple[object, ...] | None = None
+    for beat in beats:
+        try:
+            with av.open(str(beat.path)) as src:
+                v = src.streams.video[0]
+                ctx = v.codec_context
+                key = (ctx.name, ctx.width, ctx.height, v.time_base, bytes(ctx.extradata or b""))
+                rate_ok = v.average_rate is not None and abs(float(v.average_rate) - fps) < 1e-6
+                if not rate_ok or v.frames != beat.frames or ctx.name != "h264":
+                    return False
+        except (av.FFmpegError, IndexError):
+            return False
+        if (ctx.width, ctx.height) != (w, h) or (first is not None and key != first):
+            return False
+        first = key
+    return bool(beats)
 
 
 def _fit(arr: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -7,7 +7,8 @@ A voice is one of:
   "deep male british", "young woman, fast");
 - `espeak:<voice>` with an eSpeak NG voice and variant (`espeak:en-gb+m3`);
 - `vits:<directory>` (or `mms:<directory>`): a transformers VITS/MMS model saved with
-  `save_pretrained`, loaded offline on the worker (needs the `gpu` extra's transformers).
+  `save_pretrained`, or `vits:<model id>` (`vits:facebook/mms-tts-eng`) already in the
+  Hugging Face cache; loaded offline on the worker (needs the `gpu` extra's transformers).
 
 Shared by the engine (which refuses unknown names with the fix) and the worker's voice
 stage (which turns a `VoiceSpec` into speech).
@@ -16,6 +17,7 @@ stage (which turns a `VoiceSpec` into speech).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,19 @@ DESCRIPTORS: dict[str, tuple[str, object]] = {
 }
 _PITCH_FOR_RANGE = {"alto": 40, "soprano": 70, "mezzo": 55, "tenor": 55, "baritone": 38, "bass": 25}
 _DEFAULTS = ["m1", "f2", "m3", "f3", "m7", "f4", "m2", "f1", "m4", "f5"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ESPEAK_NAME = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,9})*(?:\+[A-Za-z0-9_]+)?$")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    # The cache directory is read now, not when huggingface_hub was imported.
+    cache = os.environ.get("HF_HUB_CACHE") or None
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    return isinstance(found, str)
 
 
 def default_voice(character: str) -> VoiceSpec:
@@ -144,7 +158,17 @@ def parse_voice(text: str, character: str = "", *, check_files: bool = True) -> 
             )
         return VoiceSpec("espeak", name.lower().split("+")[0] + name[len(name.split("+")[0]) :])
     if sep and engine.lower() in ("vits", "mms"):
-        path = Path(rest.strip()).expanduser()
+        where = rest.strip()
+        path = Path(where).expanduser()
+        if _HUB_ID.match(where) and not path.exists():
+            # A model id (facebook/mms-tts-eng): read from the Hugging Face cache, offline.
+            if check_files and not _in_hub_cache(where):
+                raise VoiceError(
+                    f"voice {text!r} of {character or 'a character'}: {where} is not in the "
+                    "Hugging Face cache (download it where there is network: "
+                    f"`huggingface-cli download {where}`, or give a local directory)"
+                )
+            return VoiceSpec("vits", model=where)
         if check_files and not (path / "config.json").is_file():
             raise VoiceError(
                 f"voice {text!r} of {character or 'a character'}: no VITS model at {path} "

@@ -143,8 +143,10 @@ def test_render_a_cast_with_keyframes_first(backend, tmp_path, tiny_film_env):
 
     if backend != "wan":
         return
-    # Edit one beat and render again: one keyframe job and one clip job, the rest reused.
-    script.write_text(SCRIPT.replace("soaked, and", "and"), encoding="utf-8")
+    # Edit one beat (and the title) and render again: the same script file makes a new
+    # revision; one keyframe job and one clip job, the rest reused.
+    edited = SCRIPT.replace("soaked, and", "and").replace("The Keeper", "The Keeper II")
+    script.write_text(edited, encoding="utf-8")
     again = _ok(_cli(env, *render), tmp_path)
     second = _show(env, _episode_id(again))
     sent = [j for b in second["beats"] for j in b["jobs"]]

@@ -214,3 +214,24 @@ def test_an_old_leader_is_fenced_after_a_takeover(runtime) -> None:
     assert runtime.queue.engine_holder()["engine"] == "new"  # type: ignore[index]
     old.shutdown()  # releasing checks the token: the new lease stays
     assert runtime.queue.engine_holder()["engine"] == "new"  # type: ignore[index]
+
+
+def test_engine_hosts_stop_at_once_leader_and_idle_standby(tmp_path, redis_url, key_prefix):
+    from storyworld.engine.host import EngineHost
+
+    env = make_env(
+        tmp_path,
+        redis_url,
+        key_prefix,
+        ENGINE_LEASE_SECONDS="1800",
+        ENGINE_IDLE_BLOCK_SECONDS="1200",
+    )
+    with open_runtime(load_settings(env=env, env_file=None), role="test") as rt:
+        a = EngineHost(rt, engine_id="host-a").start()
+        wait_for(lambda: a.is_leader)
+        b = EngineHost(rt, engine_id="host-b").start()
+        wait_for(lambda: b.status.startswith("standby: host-a"))
+        b.stop(timeout_s=30)  # blocked on the result list for up to 20 minutes otherwise
+        assert not b.running
+        a.stop(timeout_s=30)
+        assert not a.running and rt.queue.engine_holder() is None

@@ -345,3 +345,51 @@ def test_clip_jobs_carry_dialogue_voices_and_no_double_subtitles() -> None:
     assert [(d.speaker, d.text, d.extension) for d in spec.dialogue] == [("MARA", "Tom?", "O.S.")]
     assert spec.characters == ["MARA"]
     assert spec.options["previs_subtitles"] is False and "sound" not in spec.options
+
+
+def test_centered_text_reaches_the_previs_as_a_title_card() -> None:
+    from storyworld.engine.dispatch import build_job
+    from storyworld.engine.models import Beat, Episode
+    from storyworld.engine.planner import plan_script
+    from storyworld.engine.sound import beat_marks
+
+    plan = plan_script("INT. A - DAY\n\nAl waits.\n\n> THE END <\n")
+    options = beat_marks(plan)
+    assert options == {"title_cards": [1]}
+    ep = Episode(
+        id="ep1",
+        title="T",
+        script="",
+        script_format="fountain",
+        backend="animatic",
+        width=64,
+        height=36,
+        fps=12,
+        steps=None,
+        seed=None,
+        state="rendering",
+        options=options,
+    )
+    beats = [
+        Beat(id=f"b{b.index}", episode_id="ep1", index=b.index, text=b.text, scene=b.scene,
+             captions=[], duration_s=b.duration_s, backend="animatic", state="pending")
+        for b in plan.beats
+    ]  # fmt: skip
+    ep.beats = beats
+    assert "centered" not in build_job(ep, beats[0], 1).spec.options
+    assert build_job(ep, beats[1], 1).spec.options["centered"] is True
+
+
+def test_vits_voice_from_the_hugging_face_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(
+        VoiceError, match=r"not in the Hugging Face cache.*huggingface-cli download"
+    ):
+        parse_voice("vits:facebook/mms-tts-eng", "MARA")
+    # As the hub lays a cached model out: refs/main names the snapshot holding the files.
+    repo = tmp_path / "hub" / "models--facebook--mms-tts-eng"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    assert parse_voice("vits:facebook/mms-tts-eng", "MARA").model == "facebook/mms-tts-eng"

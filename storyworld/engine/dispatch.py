@@ -35,7 +35,7 @@ from storyworld.protocol import (
     limits,
     parse_job,
 )
-from storyworld.queue import JobQueue
+from storyworld.queue import JobQueue, control
 
 __all__ = ["ACTIVE_EPISODES", "Dispatcher", "LeaseLost", "build_job", "job_id_for"]
 
@@ -61,6 +61,8 @@ def build_job(episode: Episode, beat: Beat, attempt: int, *, vram_routing: bool 
     spoken = sound.dialogue_fields(opts, beat, sound.speakers_of(episode))
     if (opts.pop(sound.SOUND, None) or {}).get("burn_subtitles"):
         opts["previs_subtitles"] = False  # the composer burns them in; not twice
+    if beat.index in (opts.pop(sound.TITLE_CARDS, None) or []):
+        opts["centered"] = True  # a title card: the previs draws the words on black
     staged = film.stage_fields(opts.pop(film.FILM, None), beat, episode.seed)
     seed = None if episode.seed is None else (episode.seed + beat.index) % (limits.MAX_SEED + 1)
     spec = RenderSpec(
@@ -106,6 +108,7 @@ class Dispatcher:
         self.queue = queue
         self._last_repair_check = 0.0
         self._last_unserved_check = 0.0
+        self._held: set[str] = set()  # backends paused at the last dispatch
 
     def dispatch(self, token: str) -> int:
         """Queue every ready beat of active episodes. Returns how many were queued; raises
@@ -123,7 +126,12 @@ class Dispatcher:
                 )
                 .order_by(Episode.created_at, Beat.index)
             ).all()
+            # Backends the operator paused (queue.control): read only when there is work.
+            held = control.paused_backends(self.queue) if rows else set()
+            self._held = held
             for beat, episode in rows:
+                if held and (beat.backend or episode.backend) in held:
+                    continue  # its backend is paused: the beat waits, pending
                 if episode.state == EpisodeState.PLANNED:
                     episode.started_at = episode.started_at or now
                     transition(s, episode, EpisodeState.RENDERING, "dispatching beats")
@@ -138,6 +146,8 @@ class Dispatcher:
                     transition(s, beat, BeatState.FAILED, beat.error)
                     episode.fail(s, f"beat {beat.index} failed: {beat.error}")
                     continue
+                if held and job.backend in held:
+                    continue  # this stage's backend is paused
                 s.add(
                     JobRow(
                         id=job.job_id,
@@ -260,11 +270,12 @@ class Dispatcher:
 
     def next_retry_at(self) -> float | None:
         """When the earliest backoff of a pending beat ends (unix time), if any."""
+        query = (
+            select(Beat.not_before)
+            .join(Episode, Beat.episode_id == Episode.id)
+            .where(Episode.state.in_(ACTIVE_EPISODES), Beat.state == BeatState.PENDING)
+        )
+        if self._held:  # a paused backend's beats wait for a resume (a wake), not a timer
+            query = query.where(Beat.backend.not_in(self._held))
         with self.sessions() as s:
-            return s.scalar(
-                select(Beat.not_before)
-                .join(Episode, Beat.episode_id == Episode.id)
-                .where(Episode.state.in_(ACTIVE_EPISODES), Beat.state == BeatState.PENDING)
-                .order_by(Beat.not_before)
-                .limit(1)
-            )
+            return s.scalar(query.order_by(Beat.not_before).limit(1))

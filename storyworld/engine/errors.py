@@ -11,6 +11,7 @@ import redis
 
 from storyworld.config import ConfigError
 from storyworld.queue import describe_redis_error
+from storyworld.queue.embedded import EmbeddedRedisError
 from storyworld.storage import StorageError
 
 __all__ = [
@@ -56,7 +57,11 @@ class Unavailable(EngineError):
 
 #: Exceptions of the parts below the engine that a face may meet; `translate` maps each to
 #: the vocabulary, so the faces catch these without importing Redis or storage.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, StorageError)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    StorageError,
+    EmbeddedRedisError,
+)
 
 
 def translate(exc: BaseException) -> EngineError | None:
@@ -67,6 +72,8 @@ def translate(exc: BaseException) -> EngineError | None:
         return Unavailable(describe_redis_error(exc, "the configured REDIS_URL"))
     if isinstance(exc, StorageError):
         return Unavailable(f"storage: {exc}", permanent=not exc.transient)
+    if isinstance(exc, EmbeddedRedisError):
+        return Unavailable(str(exc), permanent=True)
     if isinstance(exc, ConfigError):
         return InvalidRequest(str(exc))
     return None

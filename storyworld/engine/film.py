@@ -473,6 +473,8 @@ def reroll(
         raise ConfigError("this episode was created without keyframes; use episode retry")
     if beat.state in (BeatState.QUEUED, BeatState.RENDERING):
         raise ConfigError(f"beat {beat.index + 1} is rendering; re-roll it once it is done")
+    if episode.state in (EpisodeState.COMPOSING, EpisodeState.CANCELLED):
+        raise ConfigError(f"episode {episode.id} is {episode.state}; re-roll it afterwards")
     if seed is not None:
         info["seed"] = seed
     else:
@@ -574,18 +576,36 @@ def store_references(
         ]
 
 
+#: How many recent episodes are looked through for an earlier revision or the revisions
+#: of a lineage (the film state is JSON: matched here, not in SQL).
+RECENT_EPISODES = 500
+
+
 def reuse_from_revision(
-    session: Session, title: str, film: dict[str, Any]
+    session: Session, title: str, film: dict[str, Any], script_path: str | None = None
 ) -> dict[int, dict[str, Any]]:
-    """Find the last rendered revision of an episode with this title; every new beat
-    whose render inputs hash as one of its finished beats reuses that beat's clip (no
-    job is sent). Marks the film state as the next revision. Returns index -> reuse."""
+    """Find the last rendered revision of this episode (the same script file, or the same
+    title); every new beat whose render inputs hash as one of its finished beats reuses
+    that beat's clip (no job is sent). Marks the film state as the next revision.
+    Returns index -> reuse."""
     previous = session.scalars(
         select(Episode)
-        .where(Episode.title == title, Episode.state == EpisodeState.COMPLETED)
+        .where(Episode.state == EpisodeState.COMPLETED)
         .order_by(Episode.created_at.desc())
+        .limit(RECENT_EPISODES)
     ).all()
-    old = next((e for e in previous if film_of(e.options) is not None), None)
+    old = next(
+        (
+            e
+            for e in previous
+            if film_of(e.options) is not None
+            and (
+                e.title == title
+                or (script_path is not None and (e.options or {}).get("script_path") == script_path)
+            )
+        ),
+        None,
+    )
     if old is None:
         return {}
     old_film = film_of(old.options) or {}
@@ -655,9 +675,10 @@ def episode_json(session: Session, episode: Episode) -> dict[str, Any]:
         return {"film": None, "revisions": []}
     lineage = film.get("lineage") or episode.id
     revisions = []
-    for other in session.scalars(
-        select(Episode).where(Episode.title == episode.title).order_by(Episode.created_at)
-    ):
+    recent = session.scalars(
+        select(Episode).order_by(Episode.created_at.desc()).limit(RECENT_EPISODES)
+    ).all()
+    for other in reversed(recent):
         other_film = film_of(other.options)
         if other_film is None:
             continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from storyworld.config import Settings
 from storyworld.protocol import LeaseHolder, WakeReason, parse_lease_holder
@@ -42,6 +43,8 @@ class Leadership:
         self.busy = True  # a new leader reconciles first: short lease
         self.holder: LeaseHolder | None = None  # who leads, while we stand by
         self._announced: str | None = None
+        #: Told the standby status as soon as it is known (before blocking).
+        self.on_status: Callable[[str], None] = lambda _status: None
 
     @property
     def is_leader(self) -> bool:
@@ -147,6 +150,7 @@ class Leadership:
 
     def _announce(self, value: str) -> None:
         self.holder = parse_lease_holder(value)
+        self.on_status(self.status())
         if value == self._announced:
             return
         self._announced = value

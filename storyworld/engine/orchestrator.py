@@ -66,6 +66,7 @@ class Orchestrator:
         self.outcomes = Outcomes(settings, sessions, self.policy)
         self.dispatcher = Dispatcher(settings, sessions, queue)
         self.leadership = Leadership(queue, settings, self.engine_id)
+        self.leadership.on_status = self._set_status
         self.composer = Composer(
             sessions, store, self.policy, engine_id=self.engine_id, on_done=self._composed
         )
@@ -103,6 +104,8 @@ class Orchestrator:
                     self.problems.recovered()
                     delay = 1.0
                 except redis.RedisError as e:
+                    if stop.is_set():
+                        break  # a blocked call interrupted to stop
                     self.status = self.problems.report(e, delay) + f" — retrying in {delay:.0f} s"
                     self._need_reconcile = self._recover = True
                     stop.wait(delay)
@@ -120,8 +123,8 @@ class Orchestrator:
     def _lead(self) -> None:
         """One leader's round: a step, then block for the next arrival."""
         timeout = self.step()
-        if timeout is None or not self.is_leader:
-            return
+        if timeout is None or not self.is_leader or self._stop.is_set():
+            return  # (a tick may have taken the wake-up that says stop)
         applied, self._applied = self._applied, []
         raw = self.queue.ack_and_wait(applied, timeout)
         if raw is not None:
@@ -131,6 +134,10 @@ class Orchestrator:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.paused = False
 
     def shutdown(self) -> None:
         self.composer.shutdown()

@@ -147,7 +147,9 @@ def create_episode(
     with rt.sessions.begin() as session:
         reused: dict[int, dict[str, Any]] = {}
         if film_state is not None and reuse:
-            reused = film.reuse_from_revision(session, title, film_state)
+            reused = film.reuse_from_revision(
+                session, title, film_state, (options or {}).get("script_path")
+            )
         ep = Episode(
             title=title,
             script=script,
@@ -158,7 +160,7 @@ def create_episode(
             fps=fps,
             steps=steps,
             seed=seed,
-            options=dict(options or {}),
+            options={**(options or {}), **sound.beat_marks(plan)},
             state=EpisodeState.PLANNED,
         )
         session.add(ep)

@@ -28,6 +28,7 @@ from storyworld.voices import VoiceError, parse_voice
 __all__ = [
     "SOUND",
     "beat_cues",
+    "beat_marks",
     "check_sound",
     "dialogue_fields",
     "episode_beds",
@@ -39,6 +40,16 @@ __all__ = [
 #: episode.options key: {"music": path, "ambience": path, "scenes": {heading: path},
 #: "burn_subtitles": bool}. Paths are absolute (resolved when the episode is created).
 SOUND = "sound"
+
+
+#: episode.options key: indices of the beats that are title cards (Fountain centered text).
+TITLE_CARDS = "title_cards"
+
+
+def beat_marks(plan: ScriptPlan) -> dict[str, Any]:
+    """What the beats table has no column for, kept in the episode's options."""
+    cards = [b.index for b in plan.beats if getattr(b, "centered", False)]
+    return {TITLE_CARDS: cards} if cards else {}
 
 
 def _cast(options: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-import redis
 from sqlalchemy.exc import SQLAlchemyError
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.css.query import NoMatches
@@ -21,17 +20,19 @@ from textual.message import Message
 from textual.screen import Screen
 
 from storyworld.config import ConfigError, redact
+from storyworld.engine.errors import DEPENDENCY_ERRORS, Unavailable, translate
 from storyworld.engine.jobs import JobQuery
 from storyworld.engine.models import IllegalTransition
 from storyworld.engine.planner import ScriptError, ScriptPlan
 from storyworld.engine.services import NotFound
 from storyworld.protocol import KNOWN_BACKENDS
-from storyworld.storage import StorageError
 from storyworld.tui.commands import commands_for
 from storyworld.tui.dashboard import Dashboard
 from storyworld.tui.data import Snapshot
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.fleet import FleetScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import LiveScreen, StoppingScreen
@@ -55,8 +56,33 @@ class ActionsLike(Protocol):
     def cancel(self, episode_id: str) -> dict[str, Any]: ...
     def requeue_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
     def bulk_jobs(self, query: JobQuery, action: str, expect: int) -> dict[str, Any]: ...
+    def command_worker(self, worker_id: str, command: str) -> dict[str, Any]: ...
+    def set_backend_paused(self, backend: str, paused: bool) -> dict[str, Any]: ...
     def drop_dead(self, job_ids: list[str] | None) -> dict[str, Any]: ...
     def set_paused(self, paused: bool) -> None: ...
+
+
+def open_in_system_player(url: str) -> None:
+    """Hand a file URL or a link to the desktop's default application, without waiting."""
+    import subprocess
+    import sys
+    from urllib.parse import unquote, urlparse
+
+    target = unquote(urlparse(url).path) if url.startswith("file://") else url
+    if sys.platform == "darwin":
+        command = ["open", target]
+    elif sys.platform.startswith("win"):
+        import os
+
+        os.startfile(target)  # type: ignore[attr-defined]
+        return
+    else:
+        command = ["xdg-open", target]
+    try:
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # fmt: skip
+    except FileNotFoundError:
+        raise ConfigError(f"{command[0]} is not installed: open {target} yourself") from None
 
 
 class SnapshotReady(Message):
@@ -71,10 +97,8 @@ def user_message(exc: BaseException) -> str:
     """A one-line, secret-free message for a failed action."""
     if isinstance(exc, (ConfigError, NotFound, ScriptError, IllegalTransition)):
         text = str(exc)
-    elif isinstance(exc, redis.RedisError):
-        text = "Redis unreachable: nothing was changed; try again when it is back"
-    elif isinstance(exc, StorageError):
-        text = f"storage: {exc}"
+    elif isinstance(exc, (*DEPENDENCY_ERRORS, Unavailable)):
+        text = str(translate(exc))  # Redis, storage: the engine's words (engine.errors)
     elif isinstance(exc, SQLAlchemyError):
         text = "database unreachable: nothing was changed; try again when it is back"
     else:
@@ -99,6 +123,7 @@ class ConsoleApp(App[int]):
         shutdown: Callable[[], None] | None = None,
         tick_s: float = 1.0,
         steady: bool = False,
+        opener: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -111,6 +136,7 @@ class ConsoleApp(App[int]):
         self._on_quit = shutdown
         self.tick_s = tick_s
         self.steady = steady  # tests: no blinking cursors or animations
+        self.opener = opener or open_in_system_player
         self.snapshot: Snapshot | None = None
         self._tones: Tones | None = None
         self._quitting = False
@@ -287,6 +313,36 @@ class ConsoleApp(App[int]):
     def open_webhooks(self) -> None:
         self.push_screen(WebhooksScreen())
 
+    def open_history(self) -> None:
+        self.push_screen(HistoryScreen())
+
+    def open_fleet(self) -> None:
+        self.push_screen(FleetScreen())
+
+    def command_worker(self, worker_id: str, command: str) -> None:
+        actions = self.actions
+        if actions is None:
+            return
+        self._act(
+            command.capitalize(),
+            lambda: actions.command_worker(worker_id, command),
+            lambda _: self.notify(f"Sent {command} to worker {worker_id}", timeout=4),
+        )
+
+    def set_backend_paused(
+        self, backend: str, paused: bool, then: Callable[[], None] | None = None
+    ) -> None:
+        actions = self.actions
+        if actions is None:
+            return
+
+        def done(_: Any) -> None:
+            self.notify(f"Dispatch to {backend} {'paused' if paused else 'resumed'}", timeout=4)
+            if then is not None:
+                then()
+
+        self._act("Pause backend", lambda: actions.set_backend_paused(backend, paused), done)
+
     def new_episode(self, *, example: bool) -> None:
         if self.read_only:
             return
@@ -401,6 +457,20 @@ class ConsoleApp(App[int]):
                 self.screen.load()
 
         self._act(action.capitalize(), lambda: actions.bulk_jobs(query, action, expect), done)
+
+    def play(self, key: str) -> None:
+        """Open an artifact in the system's player (its file locally, its URL on S3)."""
+        opener = self.opener
+
+        def done(url: str) -> None:
+            self.notify(f"Opening {url}", timeout=4)
+
+        def go() -> str:
+            url = self.source.link(key)
+            opener(url)
+            return url
+
+        self.run_io("Play", go, done)
 
     def copy_link(self, key: str) -> None:
         """Copy an artifact's link (presigned URL, public URL or file URL)."""

@@ -13,14 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
-import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import ConfigError, Settings, load_settings, redact
+from storyworld.engine.errors import DEPENDENCY_ERRORS, EngineError, exit_code, translate
 from storyworld.engine.runtime import open_runtime
-from storyworld.queue import describe_redis_error
-from storyworld.queue.embedded import EmbeddedRedisError
-from storyworld.storage import StorageError
 
 __all__ = ["build_parser", "main"]
 
@@ -95,12 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"storyworld-tui: {redact(str(e))}", file=sys.stderr)
         return 2
-    except EmbeddedRedisError as e:
-        print(f"storyworld-tui: {redact(str(e))}", file=sys.stderr)
-        return 2
-    except StorageError as e:
-        print(f"storyworld-tui: storage: {redact(str(e))}", file=sys.stderr)
-        return 2
+    except (*DEPENDENCY_ERRORS, EngineError) as e:  # mapped once (engine.errors)
+        err = translate(e)
+        assert err is not None
+        print(f"storyworld-tui: {redact(str(err))}", file=sys.stderr)
+        return exit_code(err)
     except SQLAlchemyError as e:
         print(
             f"storyworld-tui: the database cannot be opened ({type(e).__name__}); "
@@ -108,10 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except redis.RedisError as e:
-        print(f"storyworld-tui: {describe_redis_error(e, 'the configured REDIS_URL')}",
-              file=sys.stderr)  # fmt: skip
-        return 3
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,6 +112,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from storyworld.tui.source import DEFAULT_REFRESH_S, LiveSource
 
     _setup_logging(settings)
+    from storyworld.tui import images
+
+    images.probe()  # asks the terminal, which only works before Textual takes it over
     rt = open_runtime(settings, role="storyworld-tui")
     engine: EngineHost | None = None
     try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storyworld.config import redact
-from storyworld.engine import jobs, services
+from storyworld.engine import fleet, jobs, services
 from storyworld.engine.host import EngineHost as _Host
 from storyworld.engine.planner import ScriptPlan
 from storyworld.engine.runtime import Runtime
@@ -103,16 +103,7 @@ class EngineHost:
         self._detach = self.ring.attach()
         self.host.start()
         if self.workers:
-            from storyworld.localfleet import LocalFleet
-
-            self.fleet = LocalFleet(
-                self.rt.settings,
-                self.rt.redis_url,
-                self.rt.store,
-                self.backends,
-                self.workers,
-                name="console",
-            )
+            self.fleet = services.local_fleet(self.rt, self.backends, self.workers, name="console")
             self.fleet.start()
 
     def describe(self) -> tuple[str, str, bool]:
@@ -199,6 +190,16 @@ class Actions:
     def bulk_jobs(self, query: jobs.JobQuery, action: str, expect: int) -> dict[str, Any]:
         out = jobs.bulk(self.rt, query, action, expect=expect)
         self._done(f"{action} {out['done']} of {out['selected']} job(s) ({query.describe()})")
+        return out
+
+    def command_worker(self, worker_id: str, command: str) -> dict[str, Any]:
+        out = fleet.command_worker(self.rt, worker_id, command)
+        self._done(f"{command} worker {worker_id}")
+        return out
+
+    def set_backend_paused(self, backend: str, paused: bool) -> dict[str, Any]:
+        out = fleet.set_backend_paused(self.rt, backend, paused)
+        self._done(f"{'paused' if paused else 'resumed'} dispatch to {backend}")
         return out
 
     def set_paused(self, paused: bool) -> None:

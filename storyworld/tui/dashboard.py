@@ -52,7 +52,7 @@ UPLOAD_COLUMNS = [
 
 def status_text(snap: Snapshot, tones: Tones) -> Text:
     """The top line: where, who dispatches, paused, health of each dependency."""
-    t = Text(no_wrap=True, overflow="ellipsis")
+    t = Text()  # wraps onto a second line on a narrow terminal rather than losing the end
     t.append(" StoryWorld ", style="bold")
     if snap.read_only:
         t.append(" READ-ONLY ", style=tones.warning + Style(reverse=True))
@@ -164,6 +164,28 @@ class Dashboard(LiveScreen):
         yield FilterInput(placeholder="filter log lines (enter: keep, esc: clear)", id="filter")
         yield Footer()
 
+    def on_resize(self) -> None:
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Columns for the terminal's width: below 140 columns the worker table drops its
+        padding and least useful columns so heartbeat, done and failed stay on screen; the
+        episode title takes whatever its pane has left (not 16 characters at 220 wide)."""
+        width = self.size.width
+        workers = self.query_one("#workers", KeyedTable)
+        if width < 140:
+            narrow = {"id": 17, "host": 0, "gpu": 11, "backends": 10, "state": 10, "job": 14,
+                      "progress": 10, "seen": 10, "done": 5, "failed": 7, "uptime": 0}  # fmt: skip
+            spare = width - 4 - sum(narrow.values())
+            narrow["id"] += max(0, spare)
+            workers.fit(narrow, padding=0)
+        else:
+            workers.fit({label_key: w for _l, label_key, w in WORKER_COLUMNS}, padding=1)
+        episodes = self.query_one("#episodes", KeyedTable)
+        fixed = sum(w for _l, k, w in EPISODE_COLUMNS if k != "title")
+        pane = max(20, episodes.size.width or width // 2)
+        episodes.fit({"title": max(16, pane - fixed - 2 * len(EPISODE_COLUMNS) - 3)})
+
     def on_mount(self) -> None:
         self.query_one("#queues").border_title = "Queues"
         self.query_one("#cost").border_title = "Redis cost"
@@ -177,7 +199,7 @@ class Dashboard(LiveScreen):
     # ------------------------------------------------------------------ rendering
     def show(self, snap: Snapshot, now: float) -> None:
         tones = self.console.tones
-        set_content(self.query_one("#status", Static), status_text(snap, tones))
+        set_content(self.query_one("#status", Static), status_text(snap, tones), layout=True)
         alert = self.query_one("#alert", Static)
         message = alert_text(snap.health, now)
         set_if_changed(alert, "display", bool(message))
@@ -203,25 +225,30 @@ class Dashboard(LiveScreen):
     def _show_queues(self, snap: Snapshot, now: float, tones: Tones) -> None:
         q = snap.queue
         t = Text(no_wrap=True, overflow="ellipsis")
+        box = self.query_one("#queue-text", Static)
+        short = 0 < box.size.width < 72  # two lines must hold it: shorter words when narrow
         if not q.known:
             t.append("reading Redis…", style=tones.muted)
         else:
             t.append("waiting ")
             t.append(f"{q.waiting}", style="bold")
-            t.append("   in flight ")
+            t.append("  in flight " if short else "   in flight ")
             t.append(f"{q.in_flight}", style="bold")
-            t.append("   results pending ")
+            t.append("  results " if short else "   results pending ")
             t.append(f"{q.results_pending}", style="bold")
-            t.append("   dead letters ")
+            t.append("  dead " if short else "   dead letters ")
             t.append(f"{q.dead}", style=tones.error if q.dead else "bold")
             if q.dead:
                 t.append(" ✗", style=tones.error)
             t.append("\noldest waiting ")
             oldest = now - q.oldest_enqueued_at if q.oldest_enqueued_at else None
-            t.append(fmt.age(oldest) if oldest is not None else "–", style="bold")
-            t.append("   throughput ")
+            if oldest is None and q.waiting:
+                t.append("reading…", style=tones.muted)  # never "–" while a job waits
+            else:
+                t.append(fmt.age(oldest) if oldest is not None else "–", style="bold")
+            t.append("  throughput " if short else "   throughput ")
             t.append(f"{q.throughput_per_min:.1f} jobs/min", style="bold")
-        set_content(self.query_one("#queue-text", Static), t)
+        set_content(box, t)
         spark = self.query_one("#depth", Sparkline)
         data = [float(x) for x in q.depth_history] or [0.0]
         if list(spark.data or []) != data:
@@ -248,6 +275,8 @@ class Dashboard(LiveScreen):
         t.append(" commands")
         if c.console_per_hour is not None:
             t.append(f" (≈{fmt.count(c.console_per_hour)}/h)")
+        # The History screen reads the database only (measured: tests/tui/test_history).
+        t.append("\nhistory panel: 0 commands (database)", style=tones.muted)
         set_content(self.query_one("#cost", Static), t)
 
     def _show_episodes(self, snap: Snapshot, now: float, tones: Tones) -> None:

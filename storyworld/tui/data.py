@@ -51,6 +51,21 @@ class WorkerView:
     done: int = 0
     failed: int = 0
     started_at: float | None = None
+    gpu_util: float | None = None  # % (NVML), for the fleet's sparklines
+    gpu_mem: float | None = None  # % of the GPU's memory in use
+
+
+def _gpu_numbers(raw: str) -> tuple[float | None, float | None]:
+    try:
+        g = json.loads(raw) if raw else None
+    except ValueError:
+        return None, None
+    if not isinstance(g, dict):
+        return None, None
+    util = _num(g["util"]) if "util" in g else None
+    total = _num(g.get("mem_total_mb"))
+    mem = 100.0 * _num(g.get("mem_used_mb")) / total if total else None
+    return util, mem
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,7 @@ def worker_from_fields(f: dict[str, Any], fallback_id: str = "") -> WorkerView:
     """A worker row from heartbeat fields (hash or heartbeat event)."""
     progress = f.get("progress")
     started = f.get("started_at")
+    util, mem = _gpu_numbers(str(f.get("gpu") or ""))
     return WorkerView(
         id=str(f.get("id") or fallback_id),
         host=str(f.get("host") or ""),
@@ -137,6 +153,8 @@ def worker_from_fields(f: dict[str, Any], fallback_id: str = "") -> WorkerView:
         done=int(_num(f.get("done"))),
         failed=int(_num(f.get("failed"))),
         started_at=_num(started) if started not in (None, "") else None,
+        gpu_util=util,
+        gpu_mem=mem,
     )
 
 
@@ -424,6 +442,13 @@ class LiveModel:
     def _on_failed(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self._on_done(d, at, counted, failed=True)
 
+    def _waiting_since(self, at: float) -> None:
+        """A job waits again (handed back, requeued): the oldest waiting one is at least
+        this old. (Every path that makes a job wait sets it, so a waiting job never shows
+        "oldest waiting –".)"""
+        if self.oldest_enqueued_at is None:
+            self.oldest_enqueued_at = at
+
     def _on_enqueued(self, d: dict[str, Any], at: float, counted: bool) -> None:
         if counted:
             return
@@ -436,6 +461,7 @@ class LiveModel:
             return
         self.in_flight = max(0, self.in_flight - 1)
         self.waiting += 1
+        self._waiting_since(at)
 
     def _on_dead(self, d: dict[str, Any], at: float, counted: bool) -> None:
         self.dead_dirty = True
@@ -450,6 +476,8 @@ class LiveModel:
         moved, dropped = int(_num(d.get("requeued"))), int(_num(d.get("dropped")))
         self.dead = max(0, self.dead - moved - dropped)
         self.waiting += moved
+        if moved:
+            self._waiting_since(at)
 
     def _on_worker_gone(self, d: dict[str, Any], at: float, counted: bool) -> None:
         worker = str(d.get("id") or "")

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
 from storyworld.tui import format as fmt
+from storyworld.tui import images
 from storyworld.tui.data import Snapshot
 from storyworld.tui.keyframe import half_blocks
 from storyworld.tui.screens import LiveScreen, bindings
@@ -29,7 +30,24 @@ BEAT_COLUMNS = [
 ]
 
 
-def header_text(d: dict[str, Any], now: float, tones: Tones) -> Text:
+def cost_text(costs: dict[str, Any] | None) -> str:
+    """`GPU 41.5 s · $0.01 · ETA 1m 20s for 2 beats (measured)`."""
+    if not costs:
+        return ""
+    parts = [f"GPU {fmt.duration(costs['gpu_seconds'])}"]
+    parts.append(f"${costs['cost']:.2f}" if costs.get("cost") is not None
+                 else "cost: set GPU_COST_PER_HOUR")  # fmt: skip
+    left = costs.get("beats_left") or 0
+    if left and costs.get("eta_s") is not None:
+        parts.append(f"ETA {fmt.duration(costs['eta_s'])} for {left} beat(s) (measured p50)")
+    elif left:
+        parts.append(f"ETA – ({left} beat(s) left; no render measured on its backend yet)")
+    return " · ".join(parts)
+
+
+def header_text(
+    d: dict[str, Any], now: float, tones: Tones, costs: dict[str, Any] | None = None
+) -> Text:
     label, tone = fmt.state_label(d["state"], fmt.EPISODE_STATES)
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(d["title"], style="bold")
@@ -43,6 +61,8 @@ def header_text(d: dict[str, Any], now: float, tones: Tones) -> Text:
     start = d.get("started_at")
     elapsed = fmt.duration((d.get("finished_at") or now) - start) if start else "–"
     t.append(f"   elapsed {elapsed}   {d['backend']} {d['size']} @ {d['fps']} fps")
+    if costs:
+        t.append(f"\n{cost_text(costs)}", style=tones.muted)
     if d.get("error"):
         t.append(f"\n✗ {d['error']}", style=tones.error)
     if d.get("output_key"):
@@ -59,6 +79,8 @@ class EpisodeScreen(LiveScreen):
         self.episode_id = episode_id
         self.detail: dict[str, Any] | None = None
         self._keyframe_key: str | None = None
+        self.costs: dict[str, Any] | None = None
+        self._costs_for: tuple[str, int, str] | None = None
         self._keyframes: dict[str, Text] = {}
 
     def compose(self) -> ComposeResult:
@@ -88,8 +110,11 @@ class EpisodeScreen(LiveScreen):
         self.detail = d
         tones = self.console.tones
         set_content(
-            self.query_one("#episode-header", Static), header_text(d, now, tones), layout=True
+            self.query_one("#episode-header", Static),
+            header_text(d, now, tones, self.costs),
+            layout=True,
         )
+        self._update_costs(d, snap)
         rows = []
         for b in d["beats"]:
             label, tone = fmt.state_label(b["state"], fmt.BEAT_STATES)
@@ -110,6 +135,26 @@ class EpisodeScreen(LiveScreen):
             )
         self.query_one("#beats", KeyedTable).sync(rows, tones)
         self._show_beat()
+
+    def _update_costs(self, d: dict[str, Any], snap: Snapshot) -> None:
+        """GPU-seconds, cost and ETA: read again (from the database) when a beat moves."""
+        key = (d["id"], d["beats_done"], d["state"])
+        if key == self._costs_for:
+            return
+        self._costs_for = key
+        workers = sum(1 for w in snap.workers if d["backend"] in w.backends.split(",")
+                      and w.state not in ("gone", "stopped"))  # fmt: skip
+        source = self.console.source
+
+        def done(costs: dict[str, Any]) -> None:
+            self.costs = costs
+            if self.is_mounted and self.detail is not None:
+                set_content(self.query_one("#episode-header", Static),
+                            header_text(self.detail, self.console.clock(), self.console.tones,
+                                        costs), layout=True)  # fmt: skip
+
+        self.console.run_io("Read costs", lambda: source.episode_costs(d["id"], workers), done,
+                            group="episode-costs", quiet=True)  # fmt: skip
 
     def _beat(self) -> dict[str, Any] | None:
         if not self.detail:
@@ -171,17 +216,35 @@ class EpisodeScreen(LiveScreen):
             return
         panel.update(Text("loading keyframe…", style="dim"))
         width = max(16, (panel.size.width or 40) - 1)
+        real = images.graphics()  # kitty / sixel terminals: the picture itself
 
-        def fetch() -> Text:
+        def fetch() -> Any:
             image = self.console.source.keyframe(key)
+            if real is not None:
+                return image
             return half_blocks(image, max_cells_w=min(width, 64), max_cells_h=12)
 
-        def done(rendered: Text) -> None:
+        def done(rendered: Any) -> None:
+            if real is not None:
+                self._show_real(real, rendered)
+                return
             self._keyframes[key] = rendered
             if self._keyframe_key == key:
                 panel.update(rendered)
 
         self.console.run_io("Keyframe preview", fetch, done, group="keyframe", quiet=True)
+
+    def _show_real(self, widget_class: Any, image: Any) -> None:
+        """Show `image` in textual-image's widget (mounted once, under the half blocks)."""
+        panel = self.query_one("#keyframe", Static)
+        found = self.query("#keyframe-image")
+        if found:
+            found.first().image = image
+        else:
+            self.query_one("#beat-side").mount(
+                widget_class(image, id="keyframe-image"), after=panel
+            )
+        panel.update("")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_beat()
@@ -214,6 +277,28 @@ class EpisodeScreen(LiveScreen):
         from storyworld.tui.keyframes import KeyframesScreen
 
         self.app.push_screen(KeyframesScreen(self.episode_id))
+
+    def action_compare_attempts(self) -> None:
+        beat = self._beat()
+        if beat is None or not self.detail:
+            self.notify("No beat is highlighted", severity="warning", timeout=3)
+            return
+        from storyworld.tui.attempts import AttemptsScreen
+
+        self.app.push_screen(AttemptsScreen(self.detail, beat))
+
+    def action_play_clip(self) -> None:
+        beat = self._beat()
+        if beat is None or not beat["clip_key"]:
+            self.notify("This beat has no clip yet", severity="warning", timeout=3)
+            return
+        self.console.play(beat["clip_key"])
+
+    def action_play_episode(self) -> None:
+        if not self.detail or not self.detail.get("output_key"):
+            self.notify("The episode is not composed yet", severity="warning", timeout=3)
+            return
+        self.console.play(self.detail["output_key"])
 
     def action_copy_episode_link(self) -> None:
         if not self.detail or not self.detail.get("output_key"):

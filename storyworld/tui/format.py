@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 __all__ = [
     "BEAT_STATES",
@@ -118,3 +119,16 @@ def clock_time(epoch: float | None) -> str:
     if not epoch:
         return "–"
     return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: Sequence[float]) -> str:
+    """Values as one line of block characters (0 is the lowest block, the max the highest)."""
+    if not values:
+        return ""
+    top = max(values)
+    if top <= 0:
+        return _SPARKS[0] * len(values)
+    return "".join(_SPARKS[min(7, int(v / top * 7.999))] for v in values)

@@ -63,6 +63,12 @@ class LiveScreen(Screen[None]):
     def action_open_webhooks(self) -> None:
         self.console.open_webhooks()
 
+    def action_open_history(self) -> None:
+        self.console.open_history()
+
+    def action_open_fleet(self) -> None:
+        self.console.open_fleet()
+
     def action_quit(self) -> None:
         self.console.request_quit()
 

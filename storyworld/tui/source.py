@@ -33,8 +33,9 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from storyworld.config import mask_url, redact
+from storyworld.engine import fleet, services, webhooks
+from storyworld.engine import history as job_history
 from storyworld.engine import jobs as job_browser
-from storyworld.engine import services, webhooks
 from storyworld.engine.jobs import JobQuery
 from storyworld.engine.runtime import Runtime
 from storyworld.queue import JobQueue, connect, describe_redis_error
@@ -79,6 +80,9 @@ class Source(Protocol):
     def job(self, job_id: str) -> dict[str, Any]: ...
     def count_jobs(self, query: JobQuery, action: str | None = None) -> int: ...
     def webhook_deliveries(self) -> list[dict[str, Any]]: ...
+    def history(self, window_s: float) -> dict[str, Any]: ...
+    def paused_backends(self) -> set[str]: ...
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]: ...
 
 
 def describe_deployment(rt: Runtime) -> str:
@@ -277,6 +281,19 @@ class LiveSource:
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
         return webhooks.deliveries(self.rt, 200)
+
+    def history(self, window_s: float) -> dict[str, Any]:
+        return job_history.history(self.rt, window_s)  # the database only: no Redis command
+
+    def paused_backends(self) -> set[str]:
+        self._count(1)
+        return fleet.paused_backends(self.queue)
+
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
+        per_hour = self.settings.gpu_cost_per_hour
+        return job_history.episode_costs(
+            self.rt, episode_id, workers=workers, gpu_cost_per_hour=per_hour
+        )
 
     def link(self, key: str) -> str:
         """An artifact's link: presigned (or public) URL on S3, a file URL locally."""
@@ -669,6 +686,10 @@ class FixedSource:
         self.selected_worker: str | None = None
         self.refreshes = 0
         self.deliveries: list[dict[str, Any]] = []
+        self.history_data: dict[str, Any] | None = None
+        self.paused: set[str] = set()
+        self.costs: dict[str, Any] = {"gpu_seconds": 83.0, "cost": 0.02, "beats_left": 3,
+                                      "eta_s": 95.0}  # fmt: skip
         self._cb: SnapshotCallback = lambda s: None
 
     def start(self, on_snapshot: SnapshotCallback) -> None:
@@ -735,6 +756,16 @@ class FixedSource:
 
     def webhook_deliveries(self) -> list[dict[str, Any]]:
         return list(self.deliveries)
+
+    def episode_costs(self, episode_id: str, workers: int) -> dict[str, Any]:
+        return dict(self.costs)
+
+    def paused_backends(self) -> set[str]:
+        return set(self.paused)
+
+    def history(self, window_s: float) -> dict[str, Any]:
+        return self.history_data or {"window_s": window_s, "bucket_s": window_s / 30,
+                                     "backends": {}, "total": None}  # fmt: skip
 
     def keyframe(self, key: str) -> Image.Image:
         if key not in self.keyframes:

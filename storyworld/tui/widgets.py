@@ -102,6 +102,22 @@ class KeyedTable(DataTable[Text]):
         for label, key, width in self._column_spec:
             self.add_column(label, key=key, width=width)
 
+    def fit(self, widths: dict[str, int], padding: int | None = None) -> None:
+        """Give columns new widths (by key; 0 hides a column's text) and, optionally, a
+        new cell padding: for the terminal's size, without touching the rows."""
+        changed = False
+        for key, width in widths.items():
+            column = self.columns.get(key)  # type: ignore[call-overload]
+            if column is not None and column.width != width:
+                column.width = width
+                changed = True
+        if padding is not None and self.cell_padding != padding:
+            self.cell_padding = padding
+            changed = True
+        if changed:
+            self._require_update_dimensions = True
+            self.refresh()
+
     @property
     def highlighted_key(self) -> str | None:
         if not self._order or self.cursor_row < 0 or self.cursor_row >= self.row_count:

@@ -45,7 +45,7 @@ from storyworld.protocol import (
     WorkerState,
     parse_job,
 )
-from storyworld.queue import JobQueue, Reservation
+from storyworld.queue import JobQueue, Reservation, control
 from storyworld.storage import (
     ArtifactStore,
     StorageError,
@@ -160,6 +160,8 @@ class Worker:
         self.logs = logs
         self.interrupt_wait = interrupt_wait or (lambda: None)
         self.stopping = threading.Event()
+        #: Drained by the operator (queue.control): finish the job in hand, take no more.
+        self.draining = threading.Event()
         self.held: dict[str, HeldJob] = {}
         self._lock = threading.Lock()
         self.done = 0
@@ -189,7 +191,8 @@ class Worker:
             held = list(self.held.values())
         current = next((h for h in held if h.stage == "rendering"), held[0] if held else None)
         gpu = gpu_status()
-        state = WorkerState.DRAINING if self.stopping.is_set() else None
+        stopping = self.stopping.is_set() or self.draining.is_set()
+        state = WorkerState.DRAINING if stopping else None
         return Heartbeat(
             id=self.id,
             host=self.host,
@@ -276,6 +279,8 @@ class Worker:
                 continue
             try:
                 self._send_heartbeat()
+                if held:  # busy: look for an operator's command (idle, the wait hears it)
+                    self._control(control.take_command(self.queue, self.id))
                 for h in held:
                     h.renewed_at = now
                 last_progress = {h.job.job_id: h.step for h in held}
@@ -355,10 +360,17 @@ class Worker:
                 timeout = min(
                     timeout, max(0.05, self.idle_exit_s - (time.monotonic() - idle_since))
                 )
-            got = self.queue.wait_for_work(self.backend_names, timeout, self.vram)
+            # The control list rides along in the same blocking wait (engine.fleet); while
+            # drained, only it is waited on.
+            own = f"{control.CONTROL_PREFIX}{self.id}"
+            names = [own] if self.draining.is_set() else [*self.backend_names, own]
+            got = self.queue.wait_for_work(names, timeout, self.vram)
             if got is None:
                 return None
             suffix, job_id = got
+            if suffix == own:
+                self._control(job_id)
+                return None
             if self.stopping.is_set():
                 self.queue.return_payload(suffix, job_id)
                 return None
@@ -385,6 +397,25 @@ class Worker:
         log.error("job %s cannot run (%s); moved to dead letters", job_id or "?", reason)
         self._retry_redis(lambda: self.queue.dead_letter("", job_id, self.id, reason))
         return None
+
+    def _control(self, command: str | None) -> None:
+        """Apply an operator's command: drain, resume or stop."""
+        if command == "drain" and not self.draining.is_set():
+            log.info("drained by the operator: finishing the job in hand, taking no more")
+            self.draining.set()
+        elif command == "resume" and self.draining.is_set():
+            log.info("resumed by the operator: taking jobs again")
+            self.draining.clear()
+        elif command == "stop":
+            log.info("stopped by the operator")
+            self.request_stop()
+        else:
+            return
+        self._last_signature = ()
+        try:
+            self._send_heartbeat()  # consoles see "draining" (or "idle") at once
+        except REDIS_ERRORS:
+            pass  # the keeper's next heartbeat shows it
 
     def _process(self, res: Reservation) -> None:
         job = res.job

@@ -26,6 +26,8 @@ from storyworld.tui.source import FixedSource
 from .conftest import EXAMPLE
 
 NOW = 1_700_000_000.0
+#: What the sample apps asked the system's player to open.
+OPENED: list[str] = []
 EP = "3f9a1c2b7d4e"
 
 
@@ -213,6 +215,7 @@ class StubActions:
         raise RuntimeError("snapshot tests change nothing")
 
     create_episode = retry = cancel = requeue_dead = drop_dead = set_paused = _refuse
+    bulk_jobs = command_worker = set_backend_paused = _refuse
 
 
 def sample_app(snap: Snapshot | None = None) -> ConsoleApp:
@@ -224,4 +227,5 @@ def sample_app(snap: Snapshot | None = None) -> ConsoleApp:
         clock=lambda: NOW,
         example_script=EXAMPLE.read_text(),
         steady=True,
+        opener=OPENED.append,  # never the desktop's player in a test
     )

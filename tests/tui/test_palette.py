@@ -9,19 +9,21 @@ from typing import Any
 import pytest
 from textual.command import CommandPalette
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from storyworld.tui.app import ConsoleApp
 from storyworld.tui.commands import COMMANDS, commands_for
 from storyworld.tui.dead_letters import DeadLettersScreen
 from storyworld.tui.episode import EpisodeScreen
+from storyworld.tui.fleet import FleetScreen
+from storyworld.tui.history import HistoryScreen
 from storyworld.tui.jobs import JobsScreen
 from storyworld.tui.keyframes import KeyframesScreen
 from storyworld.tui.new_episode import NewEpisodeScreen
 from storyworld.tui.screens import ConfirmScreen, LiveScreen
 from storyworld.tui.webhooks import WebhooksScreen
 
-from .conftest import rows_of, run, until
+from .conftest import rows_of, run, text_of, until
 from .sample import EP, sample_app
 
 SIZE = (160, 48)
@@ -51,6 +53,8 @@ SCREENS: dict[str, Opener] = {
     "dead": _opener(DeadLettersScreen, lambda app: app.open_dead_letters()),
     "jobs": _opener(JobsScreen, lambda app: app.open_jobs()),
     "webhooks": _opener(WebhooksScreen, lambda app: app.open_webhooks()),
+    "history": _opener(HistoryScreen, lambda app: app.open_history()),
+    "fleet": _opener(FleetScreen, lambda app: app.open_fleet()),
     "keyframes": _opener(KeyframesScreen, lambda app: app.push_screen(KeyframesScreen(EP))),
 }
 
@@ -139,5 +143,92 @@ def test_help_texts_reach_the_palette_unchanged() -> None:
             prompt = palette.query_one("CommandList").get_option_at_index(0).prompt
             assert "[/]" in str(prompt.plain if hasattr(prompt, "plain") else prompt)
             assert screen is not None
+
+    run(scenario())
+
+
+def test_play_opens_the_clip_and_the_episode_in_the_system_player() -> None:
+    from .sample import OPENED, detail
+
+    app = sample_app()
+    OPENED.clear()
+    d = detail()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await SCREENS["episode"](pilot)
+            beats = await until(pilot, lambda: screen.query_one("#beats"))
+            await until(pilot, lambda: rows_of(beats))
+            beats.move_cursor(row=0)
+            await pilot.press("o")
+            clip = d["beats"][0]["clip_key"]
+            await until(pilot, lambda: [f"https://artifacts.example/{clip}"] == OPENED)
+            await pilot.press("O")
+            if d.get("output_key"):
+                await until(pilot, lambda: len(OPENED) == 2)
+                assert OPENED[1].endswith(d["output_key"])
+
+    run(scenario())
+
+
+def test_compare_attempts_side_by_side() -> None:
+    from storyworld.tui.attempts import AttemptsScreen
+
+    from .sample import detail
+
+    d = detail()
+    d["beats"][0]["jobs"] = [
+        {"job_id": f"{EP}-b000-a1", "attempt": 1, "state": "failed", "backend": "svd",
+         "worker": "pod-a", "render_s": None, "error": "CUDA out of memory"},
+        {"job_id": f"{EP}-b000-a2", "attempt": 2, "state": "succeeded", "backend": "svd",
+         "worker": "pod-b", "render_s": 41.5, "error": None},
+    ]  # fmt: skip
+    d["artifacts"] = [dict(a, job_id=f"{EP}-b000-a2") if a["beat_id"] == d["beats"][0]["id"]
+                      else a for a in d["artifacts"]]  # fmt: skip
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await _dashboard(pilot)
+            app.push_screen(AttemptsScreen(d, d["beats"][0]))
+            screen = await until(
+                pilot, lambda: isinstance(app.screen, AttemptsScreen) and app.screen
+            )
+            first = await until(pilot, lambda: screen.query_one("#attempt-1", Static))
+            second = screen.query_one("#attempt-2", Static)
+            assert "CUDA out of memory" in text_of(first) and "pod-a" in text_of(first)
+            await until(pilot, lambda: "▀" in text_of(second), what="attempt 2's keyframe drawn")
+            assert "▀" not in text_of(first)  # attempt 1 made no keyframe
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, AttemptsScreen))
+
+    run(scenario())
+
+
+def test_keyframes_are_real_images_where_the_terminal_can_show_them(monkeypatch) -> None:
+    """On a kitty or sixel terminal the keyframe is textual-image's widget (here a stand-in
+    with its interface: the terminal under test shows neither); elsewhere half blocks."""
+    from textual.widget import Widget
+
+    from storyworld.tui import images
+
+    assert images.probe() == "half blocks"  # no terminal to ask under pytest
+    shown: list[Any] = []
+
+    class FakeImage(Widget):
+        def __init__(self, image: Any, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.image = image
+            shown.append(image)
+
+    monkeypatch.setattr(images, "_widget", FakeImage)
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await SCREENS["episode"](pilot)
+            await until(pilot, lambda: screen.query("#keyframe-image"), what="the image widget")
+            assert shown and shown[0].size == (96, 54)
+            assert "▀" not in text_of(screen.query_one("#keyframe", Static))
 
     run(scenario())

@@ -30,12 +30,54 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def test_dashboard(snap_compare) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("size", [(100, 30), (160, 48), (220, 60)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard(snap_compare, size) -> None:  # type: ignore[no-untyped-def]
+    """At 100x30 heartbeat, done and failed stay on screen (the worker table drops padding
+    and the least useful columns); at 220x60 episode titles get the room there is."""
+
     async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
         await until(pilot, lambda: rows_of(pilot.app.screen.query_one("#workers")))
         await pilot.pause()
 
-    assert snap_compare(sample_app(), terminal_size=SIZE, run_before=settle)
+    assert snap_compare(sample_app(), terminal_size=size, run_before=settle)
+
+
+def test_dashboard_fits_100_columns() -> None:
+    """What the 100x30 snapshot shows, as assertions: every worker column that matters is
+    inside the screen and the status line is not cut."""
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: rows_of(app.screen.query_one("#workers")))
+            await pilot.pause()
+            table = app.screen.query_one("#workers")
+            widths = {str(k.value): c.get_render_width(table) for k, c in table.columns.items()}
+            visible = sum(widths.values())
+            assert visible <= table.size.width, (widths, table.size.width)
+            status = app.screen.query_one("#status")
+            assert "Storage" in text_of(status)
+            assert len(rows_of(app.screen.query_one("#episodes"))) == 5
+
+    from .conftest import run
+
+    run(scenario())
+
+
+def test_episode_titles_use_the_room_at_220_columns() -> None:
+    app = sample_app()
+
+    async def scenario() -> None:
+        async with app.run_test(size=(220, 60)) as pilot:
+            await until(pilot, lambda: rows_of(app.screen.query_one("#episodes")))
+            await pilot.pause()
+            table = app.screen.query_one("#episodes")
+            title = next(c for k, c in table.columns.items() if str(k.value) == "title")
+            assert title.width > 40
+
+    from .conftest import run
+
+    run(scenario())
 
 
 def test_episode_detail(snap_compare) -> None:  # type: ignore[no-untyped-def]

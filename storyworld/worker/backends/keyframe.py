@@ -25,6 +25,7 @@ from storyworld.config import Settings
 from storyworld.worker.backends.animatediff import prompt_for
 from storyworld.worker.backends.base import (
     BackendUnavailable,
+    PermanentRenderError,
     RenderBackend,
     RenderContext,
     RenderOutput,
@@ -101,30 +102,46 @@ class KeyframeBackend(RenderBackend):
     def _load(self) -> Any:
         from diffusers import AutoPipelineForText2Image
 
-        log.info("loading keyframe model %s with IP-Adapter %s", self.model, self.ip_adapter)
+        log.info("loading keyframe model %s", self.model)
         pipe = load_pretrained(
             AutoPipelineForText2Image, "KEYFRAME_MODEL", self.model, self.placement
         )
-        if self.ip_adapter:
-            local = Path(self.ip_adapter).expanduser()
-            source = str(local) if local.is_dir() else self.ip_adapter
-            try:
-                pipe.load_ip_adapter(
-                    source,
-                    subfolder=IP_ADAPTER_SUBFOLDER,
-                    weight_name=IP_ADAPTER_WEIGHTS,
-                    local_files_only=local.is_dir() or None,
-                )
-            except (OSError, ValueError, KeyError) as e:
-                from storyworld.worker.backends.diffusion import ModelMissing
-
-                raise ModelMissing(
-                    f"cannot load IP_ADAPTER_MODEL '{self.ip_adapter}': {str(e).splitlines()[0]}"
-                ) from None
-            pipe.image_encoder.to(self.placement.dtype)
         place_pipeline(pipe, self.placement, self.offload)
         quiet_progress_bars(pipe)
         return pipe
+
+    def _ensure_adapter(self, pipe: Any) -> None:
+        """Load the IP-Adapter into the warm pipeline the first time a beat has references.
+
+        A beat without references (an SVD clip's keyframe, a scene with nobody in it) needs
+        no adapter, so a deployment without IP_ADAPTER_MODEL weights still draws keyframes.
+        """
+        if getattr(pipe, "image_encoder", None) is not None:
+            return
+        if not self.ip_adapter:
+            raise PermanentRenderError(
+                "this beat has reference images but IP_ADAPTER_MODEL is empty: set it to a "
+                "folder or Hugging Face id in the layout of h94/IP-Adapter"
+            )
+        from storyworld.worker.backends.diffusion import ModelMissing
+
+        local = Path(self.ip_adapter).expanduser()
+        source = str(local) if local.is_dir() else self.ip_adapter
+        log.info("loading IP-Adapter %s", self.ip_adapter)
+        try:
+            pipe.load_ip_adapter(
+                source,
+                subfolder=IP_ADAPTER_SUBFOLDER,
+                weight_name=IP_ADAPTER_WEIGHTS,
+                local_files_only=local.is_dir() or None,
+            )
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelMissing(
+                f"cannot load IP_ADAPTER_MODEL '{self.ip_adapter}': {str(e).splitlines()[0]}"
+            ) from None
+        pipe.image_encoder.to(self.placement.dtype)
+        # Offload hooks are set per component: place again so the encoder gets its own.
+        place_pipeline(pipe, self.placement, self.offload)
 
     def warm_up(self) -> None:
         run_releasing_on_oom(
@@ -175,8 +192,9 @@ class KeyframeBackend(RenderBackend):
             with PIPELINES.use(self._key, self._load) as pipe:
                 extra: dict[str, Any] = {}
                 ref_embeds = None
-                has_adapter = getattr(pipe, "image_encoder", None) is not None and self.ip_adapter
-                if has_adapter:
+                if refs:
+                    self._ensure_adapter(pipe)
+                if getattr(pipe, "image_encoder", None) is not None:
                     if refs:
                         pipe.set_ip_adapter_scale(self.scale)
                         extra["ip_adapter_image"] = [refs]

@@ -11,6 +11,7 @@ subtitle of the line that plays are drawn on each frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from collections.abc import Iterator
@@ -76,6 +77,12 @@ def plan_board(
     if any(p.word.startswith("STORM") for p in props):  # a storm is already a cloud
         props = [p for p in props if not p.word.startswith("CLOUD")]
     shot = read_shot(text, characters, props=[p.word for p in props])
+    if shot.framing == "insert" and not props:
+        # An insert needs a thing to show: the place's, else a close shot of the subject.
+        if place_icons:
+            props = list(place_icons)
+        elif characters:
+            shot = dataclasses.replace(shot, framing="close")
     notes = {k.upper(): v for k, v in (notes or {}).items()}
     figures = tuple(figure_look(c, notes.get(c.upper(), "")) for c in characters[:5])
     return Board(
@@ -308,11 +315,22 @@ def _tag(d: ImageDraw.ImageDraw, p: _Placed, speaking: bool, h: int) -> None:
 
 
 def _props(
-    img: Image.Image, props: list[Pictogram], framing: str, horizon: int, figures: bool
+    img: Image.Image,
+    props: list[Pictogram],
+    framing: str,
+    horizon: int,
+    figures: bool,
+    interior: bool = False,
 ) -> None:
-    """Weather and birds in the sky, boats on the water at the horizon, everything else
-    in front along the ground, away from the centre where the figures stand."""
+    """Weather and birds in the sky (indoors: seen through the window), boats on the
+    water at the horizon, everything else in front along the ground, away from the centre
+    where the figures stand."""
     w, h = img.size
+    if interior:
+        sky = [p for p in props if p.where == "sky"][:1]
+        props = [p for p in props if p.where != "sky"]
+        for p in sky:  # the window spans x 0.62-0.86, y 0.12-0.42
+            _paste_icon(img, p, int(w * 0.74), int(h * 0.39), int(h * 0.22))
     size = int(h * {"wide": 0.16, "medium": 0.2, "close": 0.22, "insert": 0.18}[framing])
     ground_x = iter([0.12, 0.88, 0.3, 0.7] if figures else [0.3, 0.7, 0.5, 0.15])
     sky_x = iter([0.4, 0.62, 0.25, 0.8])
@@ -340,7 +358,7 @@ def _panel(board: Board, w: int, h: int, speaker: str) -> Image.Image:
         hero = next((p for p in props if p.word == want), props[0])
         _paste_icon(img, hero, w // 2, int(h * 0.82), int(h * 0.6))
         props = []
-    _props(img, props, framing, horizon, bool(board.figures))
+    _props(img, props, framing, horizon, bool(board.figures), board.place.interior)
     d = ImageDraw.Draw(img, "RGBA")
     placed = _layout(board, w, h, horizon)
     line_w = max(2, h // 140)
@@ -415,7 +433,7 @@ def _move_marks(img: Image.Image, shot: Shot) -> None:
             a, b = (outer, inner) if shot.move == "push_in" else (inner, outer)
             _arrow(d, a, b, lw)
         return
-    y = h * 0.19
+    y = h * 0.155
     left, right = (w * 0.38, y), (w * 0.62, y)
     _arrow(d, right, left, lw) if shot.move == "pan_left" else _arrow(d, left, right, lw)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from storyworld.audio import SAMPLE_RATE, db_to_gain, resample
+from storyworld.audio import SAMPLE_RATE, db_to_gain, limit_true_peak, resample
 from storyworld.protocol import RenderSpec
 from storyworld.subtitles import Cue
 from storyworld.voices import VoiceError, VoiceSpec, parse_voice
@@ -28,6 +28,9 @@ GAP_S = 0.3
 TAIL_S = 0.45
 #: Each line is brought to this RMS level so voices sit evenly before the mix.
 LINE_RMS_DB = -20.0
+#: Peaks of a line are held this far above its RMS (a gentle limiter), so the episode
+#: reaches -16 LUFS without its final limiter having to squash the speech.
+LINE_CREST_DB = 11.0
 
 
 class VoiceStageError(RuntimeError):
@@ -78,9 +81,11 @@ def _level(x: np.ndarray) -> np.ndarray:
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
     if rms <= 1e-6:
         return x
-    y = x * (db_to_gain(LINE_RMS_DB) / rms)
-    peak = float(np.max(np.abs(y)))
-    return (y / peak * 0.95 if peak > 0.95 else y).astype(np.float32)
+    y = (x * (db_to_gain(LINE_RMS_DB) / rms)).astype(np.float32)
+    held = limit_true_peak(y[None, :], LINE_RMS_DB + LINE_CREST_DB)[0]
+    # The limiter took a little loudness; bring the line back to its level.
+    rms2 = float(np.sqrt(np.mean(held.astype(np.float64) ** 2)))
+    return (held * (db_to_gain(LINE_RMS_DB) / rms2) if rms2 > 1e-6 else held).astype(np.float32)
 
 
 def speak_beat(spec: RenderSpec) -> BeatSpeech | None:
