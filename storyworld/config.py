@@ -127,10 +127,13 @@ class Settings:
     default_height: int = 288
     default_fps: int = 12
     # Protocol timings (seconds). Defaults are chosen for a metered Redis.
-    lease_s: float = 30.0
-    lease_renew_s: float = 10.0
-    reclaim_interval_s: float = 5.0
-    worker_idle_block_s: float = 150.0
+    # A SIGKILLed busy worker's job runs again within LEASE + RECLAIM_INTERVAL (15 s).
+    # Leases are renewed only while a job is held; an idle worker costs one heartbeat and one
+    # blocking wait per WORKER_IDLE_BLOCK_SECONDS (12 commands an hour).
+    lease_s: float = 12.0
+    lease_renew_s: float = 4.0
+    reclaim_interval_s: float = 3.0
+    worker_idle_block_s: float = 600.0
     # An idle engine blocks this long; its lease (ENGINE_LEASE_SECONDS) outlasts the block.
     # While it has work it holds a short lease instead, renewed at each tick, so a standby
     # (or the engine restarted) takes over within ENGINE_BUSY_LEASE_SECONDS of its death;
@@ -140,7 +143,7 @@ class Settings:
     engine_busy_lease_s: float = 10.0
     #: Dead-letter a job no live worker serves after this long waiting (0: never).
     unserved_timeout_s: float = 0.0
-    heartbeat_ttl_s: float = 330.0
+    heartbeat_ttl_s: float = 1260.0
     progress_interval_s: float = 10.0
     max_deliveries: int = 3
     max_attempts: int = 4

@@ -266,3 +266,19 @@ def test_an_unknown_engine_error_maps_once() -> None:
         2,
         3,
     ]
+
+
+def test_a_beat_over_the_protocol_limits_is_refused_at_create(runtime) -> None:
+    from storyworld.engine.planner import PlannedBeat, ScriptPlan
+
+    plan = ScriptPlan(
+        title="Too much talk",
+        format="plain",
+        beats=[
+            PlannedBeat(index=0, text="Fine.", duration_s=1),
+            PlannedBeat(index=1, text="Chatty.", duration_s=1, captions=["Hi."] * 500),
+        ],
+    )
+    with pytest.raises(InvalidRequest, match="beat 2 cannot be sent"):
+        services.create_episode(runtime, plan, script="x")
+    assert services.list_episodes(runtime) == []

@@ -189,6 +189,17 @@ def test_ack_takes_the_next_job_in_the_same_round_trip(q: JobQueue, token: str) 
     assert nxt is not None and nxt[0] == "ep-b002-a1"
     assert q.ack("w1", ok_result(jobs[2]), take_next=["animatic"]) is None
     assert q.waiting() == 0 and q.r.zcard(q.keys.inflight) == 0
+    # The jobs taken along with an acknowledgement are announced as started all the same.
+    events = [(kind, data.get("job_id")) for _id, kind, data in q.read_events("0", None)]
+    assert events == [
+        ("enqueued", None),
+        ("started", "ep-b000-a1"),
+        ("done", "ep-b000-a1"),
+        ("started", "ep-b001-a1"),
+        ("done", "ep-b001-a1"),
+        ("started", "ep-b002-a1"),
+        ("done", "ep-b002-a1"),
+    ]
 
 
 def test_only_the_lease_holder_dispatches(q: JobQueue, token: str) -> None:

@@ -1,8 +1,9 @@
 """`EngineHost`: run an engine inside a CLI, API or console process.
 
 One place knows how: a thread runs the loop, and `stop()` both sets the stop event and
-unblocks the loop's blocking call (a leader waits on the result list, a standby on the
-result or handover list), so stopping never waits out an idle block.
+cuts the loop's blocking call short (a leader waits on the result list, a standby on the
+result or handover list) by closing the connection it waits on, which belongs to the host
+alone, so stopping never waits out an idle block.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import redis
 from storyworld.engine.orchestrator import Orchestrator
 from storyworld.engine.runtime import Runtime
 from storyworld.engine.webhooks import WebhookDispatcher
+from storyworld.queue import JobQueue
 
 __all__ = ["EngineHost"]
 
@@ -32,10 +34,21 @@ class EngineHost:
         **_: Any,
     ) -> None:
         self.rt = rt
+        # Blocking calls on a connection pool of the engine's own, so that stopping can cut
+        # a wait short without touching the other users of the runtime's clients.
+        pool = rt.clients.blocking.connection_pool
+        self._blocking = redis.Redis(
+            connection_pool=type(pool)(
+                connection_class=pool.connection_class,
+                max_connections=pool.max_connections,
+                **pool.connection_kwargs,
+            )
+        )
+        queue = JobQueue.from_settings(rt.settings, rt.clients.fast, self._blocking)
         self.engine = Orchestrator(
             rt.settings,
             rt.sessions,
-            rt.queue,
+            queue,
             rt.store,
             engine_id=engine_id,
             rng=rng,

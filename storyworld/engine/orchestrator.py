@@ -38,9 +38,6 @@ __all__ = ["Orchestrator", "backoff_delay", "job_id_for"]
 
 log = logging.getLogger("storyworld.engine")
 
-#: A blocking wait that returns this fast found a backlog: drain it with a tick.
-_BACKLOG_S = 0.005
-
 
 class Orchestrator:
     """Runs the decision loop. `run()` blocks until `stop` is set."""
@@ -107,6 +104,8 @@ class Orchestrator:
                     self.problems.recovered()
                     delay = 1.0
                 except redis.RedisError as e:
+                    if stop.is_set():
+                        break  # a blocked call interrupted to stop
                     self.status = self.problems.report(e, delay) + f" — retrying in {delay:.0f} s"
                     self._need_reconcile = self._recover = True
                     stop.wait(delay)
@@ -124,13 +123,14 @@ class Orchestrator:
     def _lead(self) -> None:
         """One leader's round: a step, then block for the next arrival."""
         timeout = self.step()
-        if timeout is None or not self.is_leader:
-            return
+        if timeout is None or not self.is_leader or self._stop.is_set():
+            return  # (a tick may have taken the wake-up that says stop)
         applied, self._applied = self._applied, []
-        started = time.monotonic()
         raw = self.queue.ack_and_wait(applied, timeout)
         if raw is not None:
-            self._arrived(raw, backlog=time.monotonic() - started < _BACKLOG_S)
+            # One read brings every result waiting; more than one is a backlog, which the
+            # tick takes in one batch.
+            self._arrived(raw, backlog=self.queue.buffered() > 0)
 
     def stop(self) -> None:
         self._stop.set()

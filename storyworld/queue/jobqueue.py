@@ -86,6 +86,9 @@ LETTER_PAYLOAD_LIMIT = L.MAX_JOB_BYTES
 ACK_BATCH = 1000
 #: Expired leases handled per tick (the rest at the next one, which follows at once).
 RECLAIM_BATCH = 100
+#: While results flow, the engine reads them at most this often (a batch per read; a result
+#: is applied at most this much later, the dispatch of jobs is not delayed).
+RESULT_GATHER_S = 0.25
 #: Jobs in flight listed per tick (the engine moves them from queued to rendering).
 INFLIGHT_LISTED = 1000
 
@@ -239,6 +242,8 @@ class JobQueue:
         self._buffer: collections.deque[str] = collections.deque()
         self._last_reclaim = float("-inf")
         self._last_repair = float("-inf")
+        self._last_read = float("-inf")
+        self._last_count = 0
 
     @classmethod
     def from_settings(cls, settings: Any, fast: Any, blocking: Any | None = None) -> JobQueue:
@@ -464,6 +469,11 @@ class JobQueue:
         k = self.keys
         if len(self._acks) >= ACK_BATCH:
             self.ack_results()
+        # While results flow, let a few gather before the next read (at most RESULT_GATHER_S
+        # later): one read then brings a batch, not one result per command.
+        since = time.monotonic() - self._last_read
+        if self._last_count and since < RESULT_GATHER_S and timeout_s > RESULT_GATHER_S:
+            time.sleep(RESULT_GATHER_S - since)
         block_ms = max(10, int(timeout_s * 1000))
         try:
             reply = self.rb.xreadgroup(
@@ -479,7 +489,12 @@ class JobQueue:
             self._create_group()
             return None
         self._buffer.extend(self._delivered(_stream_entries(reply)))
+        self._last_read, self._last_count = time.monotonic(), len(self._buffer)
         return self._buffer.popleft() if self._buffer else None
+
+    def buffered(self) -> int:
+        """Results the last read brought that `ack_and_wait` has not returned yet."""
+        return len(self._buffer)
 
     def ack_results(self) -> None:
         """Acknowledge the applied results now (normally the tick does it)."""
@@ -891,5 +906,11 @@ class JobQueue:
             for entry_id, fields in entries:
                 f = {_s(a): _s(b) for a, b in fields.items()}
                 kind = f.get("type", "")
-                out.append((_s(entry_id), kind, parse_event_data(kind, f.get("data", "{}"))))
+                data = parse_event_data(kind, f.get("data", "{}"))
+                nxt = data.pop("next", None)
+                out.append((_s(entry_id), kind, data))
+                if isinstance(nxt, dict):
+                    # The job a worker took along with reporting this one (ack.lua): its
+                    # started event, under the same entry id.
+                    out.append((_s(entry_id), EventKind.STARTED.value, nxt))
         return out

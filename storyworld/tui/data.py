@@ -74,7 +74,7 @@ class Thresholds:
 
     busy_stale_s: float = 30.0
     idle_stale_s: float = 190.0
-    gone_s: float = 330.0
+    gone_s: float = 1260.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Thresholds:

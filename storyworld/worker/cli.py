@@ -97,6 +97,8 @@ def choose_backends(settings: Settings, wanted: list[str] | None) -> dict[str, R
             log.info("backend %s not offered: %s", name, why)
             continue
         cls = backend_class(name)
+        if cls.by_name_only and not wanted:
+            continue
         if cls.needs_gpu and not has_gpu and not wanted:
             # It would run, slowly, on the CPU: offer it only when asked for by name.
             log.info("backend %s not offered: no GPU here (ask with --backends %s)", name, name)

@@ -449,6 +449,10 @@ class Worker:
             )
             out = backend.render(ctx)
             ctx.check_cancelled()
+            if out.nothing:
+                self._succeeded_empty(held, started)
+                shutil.rmtree(workdir, ignore_errors=True)
+                return
             if speech is not None:
                 out.model_info["speech"] = speech.info()
             encoded = encode_output(job, out, workdir, speech)
@@ -484,6 +488,24 @@ class Worker:
                 held, f"{type(e).__name__}: {redact(str(e))}", ErrorKind.TRANSIENT, started, None
             )
         shutil.rmtree(workdir, ignore_errors=True)
+
+    def _succeeded_empty(self, held: HeldJob, started: float) -> None:
+        """A job with nothing to store (the `bench` backend): report it at once, taking
+        the next job in the same script."""
+        job = held.job
+        self.done += 1
+        result = Result(
+            job_id=job.job_id,
+            episode_id=job.episode_id,
+            beat_id=job.beat_id,
+            attempt=job.attempt,
+            status=ResultStatus.SUCCEEDED,
+            worker_id=self.id,
+            backend=job.backend,
+            started_at=started,
+            render_s=round(time.time() - started, 6),
+        )
+        self._ack(held, result)
 
     def _cancelled(self, held: HeldJob) -> None:
         job = held.job

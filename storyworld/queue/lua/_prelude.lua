@@ -57,8 +57,10 @@ local function with_delivery(raw, n)
   return out
 end
 -- Claim the waiting job `id` for `worker`: false if it no longer waits (withdrawn, or a
--- stale duplicate left on a wake list by a repair or a cancel).
-local function claim(k_jobs, k_data, k_inflight, k_events, id, worker, lease_ms, maxlen, kind)
+-- stale duplicate left on a wake list by a repair). Writes a `kind` event unless kind is ''
+-- (then `now`, the server time in ms, must be given). Returns the payload and the event.
+local function claim(k_jobs, k_data, k_inflight, k_events, id, worker, lease_ms, maxlen, kind,
+                     now)
   if redis.call('ZREM', k_jobs, id) == 0 then return false end
   local raw = redis.call('HGET', k_data, id)
   if not raw then return false end
@@ -70,14 +72,15 @@ local function claim(k_jobs, k_data, k_inflight, k_events, id, worker, lease_ms,
     ev.backend = job.backend
     ev.delivery = job.delivery
   end
-  local now = event(k_events, maxlen, kind, cjson.encode(ev))
+  if kind ~= '' then now = event(k_events, maxlen, kind, cjson.encode(ev)) end
   redis.call('ZADD', k_inflight, now + tonumber(lease_ms), id .. '|' .. worker)
-  return raw
+  return raw, ev
 end
 -- Pop and claim the next waiting job from the wake lists KEYS[first..#KEYS] (LMPOP takes
 -- from the first non-empty one). Stale entries are consumed on the way, a bounded number.
+-- Returns {id, payload} and the started event's fields, or false.
 local function take_next(first, k_jobs, k_data, k_inflight, k_events, worker, lease_ms, maxlen,
-                         kind)
+                         kind, now)
   local n = #KEYS - first + 1
   if n <= 0 then return false end
   local args = {n}
@@ -86,9 +89,9 @@ local function take_next(first, k_jobs, k_data, k_inflight, k_events, worker, le
   for _ = 1, 16 do
     local got = redis.call('LMPOP', unpack(args))
     if not got then return false end
-    local raw = claim(k_jobs, k_data, k_inflight, k_events, got[2][1], worker, lease_ms,
-      maxlen, kind)
-    if raw then return {got[2][1], raw} end
+    local raw, ev = claim(k_jobs, k_data, k_inflight, k_events, got[2][1], worker, lease_ms,
+      maxlen, kind, now)
+    if raw then return {got[2][1], raw}, ev end
   end
   return false
 end

@@ -5,7 +5,7 @@
 -- ARGV: worker, lease_ms, events_maxlen, started_kind, job id ('' = just take the next)
 if ARGV[5] ~= '' then
   local raw = claim(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[1], ARGV[2], ARGV[3],
-    ARGV[4])
+    ARGV[4], nil)
   if raw then return {ARGV[5], raw} end
 end
-return take_next(5, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return take_next(5, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], nil)

@@ -22,13 +22,17 @@ REGISTRY: dict[str, str] = {
     "keyframe": "storyworld.worker.backends.keyframe:KeyframeBackend",
 }
 
+#: Backends for measuring, served only when named (`--backends bench`); no job of the engine
+#: ever names them.
+BENCH_REGISTRY: dict[str, str] = {"bench": "storyworld.worker.backends.bench:BenchBackend"}
+
 KNOWN_BACKENDS = tuple(REGISTRY)
 assert set(KNOWN_BACKENDS) == set(PROTOCOL_BACKENDS)
 
 
 def backend_class(name: str) -> type[RenderBackend]:
     """The backend class for `name`; BackendUnavailable says why it cannot be loaded."""
-    target = REGISTRY.get(name)
+    target = REGISTRY.get(name) or BENCH_REGISTRY.get(name)
     if target is None:
         raise BackendUnavailable(f"unknown backend {name!r} (known: {', '.join(KNOWN_BACKENDS)})")
     module_name, _, cls_name = target.partition(":")

@@ -95,6 +95,8 @@ class RenderOutput:
     video_path: Path | None = None
     keyframe: Image.Image | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
+    #: Nothing to encode or store (the `bench` backend): the job succeeds with no artifact.
+    nothing: bool = False
 
 
 class RenderBackend(ABC):
@@ -104,6 +106,8 @@ class RenderBackend(ABC):
     name: str = "?"
     #: True when the backend needs a CUDA GPU to be practical.
     needs_gpu: bool = False
+    #: True when a worker offers it only if asked for by name (`bench`).
+    by_name_only: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
