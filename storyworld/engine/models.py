@@ -212,7 +212,11 @@ class JobRow(Base):
     """One attempt at rendering a beat."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("beat_id", "attempt"), Index("ix_jobs_state", "state"))
+    __table_args__ = (
+        UniqueConstraint("beat_id", "attempt"),
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_queued_at", "queued_at"),  # the Jobs screen's order (0004)
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     beat_id: Mapped[str] = mapped_column(ForeignKey("beats.id"), index=True)

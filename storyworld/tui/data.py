@@ -417,7 +417,11 @@ class LiveModel:
         worker = str(d.get("worker") or "")
         old = self.workers.get(worker)
         if old is not None and not self._seeding:
-            counts = {"failed": old.failed + 1} if failed else {"done": old.done + 1}
+            # An event the last full read already covered (`counted`) is in the counters
+            # that read gave; adding it again made two consoles disagree on "done".
+            counts: dict[str, int] = {}
+            if not counted:
+                counts = {"failed": old.failed + 1} if failed else {"done": old.done + 1}
             self._touch_worker(
                 worker,
                 at,

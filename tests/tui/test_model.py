@@ -223,3 +223,24 @@ def test_the_data_layer_never_imports_textual() -> None:
         "assert not [m for m in sys.modules if m.split('.')[0] == 'textual'], 'textual imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_done_event_the_full_read_covered_is_not_counted_twice() -> None:
+    """Two consoles, one reading Redis before a job finished and one after, agree on the
+    worker's done count."""
+    t0 = 1_700_000_000
+    ms = t0 * 1000
+    hb = {"w1": {"id": "w1", "state": "idle", "seen": str(ms), "done": "5"}}
+    early, late = LiveModel(), LiveModel()
+    for m in (early, late):
+        m.apply_read(waiting=0, in_flight=1, dead=0, results_pending=0, oldest_enqueued_at=None,
+                     paused=False, engine_holder=None, worker_seen={"w1": float(t0)},
+                     heartbeats=hb, watermark=f"{ms}-0")  # fmt: skip
+    done = _ev(ms + 1000, "done", job_id="e-b000-a1", worker="w1", episode_id="e")
+    early.apply([done])  # a new event for the early console
+    hb_after = {"w1": {**hb["w1"], "done": "6"}}
+    late.apply_read(waiting=0, in_flight=0, dead=0, results_pending=0, oldest_enqueued_at=None,
+                    paused=False, engine_holder=None, worker_seen={"w1": float(t0)},
+                    heartbeats=hb_after, watermark=f"{ms + 1000}-0")  # fmt: skip
+    late.apply([done])  # replayed: the read already counted it
+    assert early.workers["w1"].done == late.workers["w1"].done == 6
