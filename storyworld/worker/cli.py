@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             max_jobs=args.max_jobs,
             logs=buffer,
             interrupt_wait=interrupt,
+            redis_display=clients.url_for_display,
         )
         for i in range(n)
     ]

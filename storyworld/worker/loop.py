@@ -45,7 +45,7 @@ from storyworld.protocol import (
     WorkerState,
     parse_job,
 )
-from storyworld.queue import JobQueue, Reservation, control
+from storyworld.queue import JobQueue, ProblemLog, Reservation, control
 from storyworld.storage import (
     ArtifactStore,
     StorageError,
@@ -147,6 +147,7 @@ class Worker:
         max_jobs: int | None = None,
         logs: LogBuffer | None = None,
         interrupt_wait: Callable[[], None] | None = None,
+        redis_display: str = "the configured REDIS_URL",
     ) -> None:
         if not backends:
             raise ValueError("a worker needs at least one backend")
@@ -165,6 +166,8 @@ class Worker:
         self.logs = logs
         self.interrupt_wait = interrupt_wait or (lambda: None)
         self.stopping = threading.Event()
+        # What is wrong with Redis, logged each time it changes (at most once a minute).
+        self.problems = ProblemLog(log, redis_display)
         #: Drained by the operator (queue.control): finish the job in hand, take no more.
         self.draining = threading.Event()
         self.held: dict[str, HeldJob] = {}
@@ -294,8 +297,9 @@ class Worker:
                     h.renewed_at = now
                 last_progress = {h.job.job_id: h.step for h in held}
                 delay = 1.0
+                self.problems.recovered()
             except REDIS_ERRORS as e:
-                log.warning("heartbeat failed (%s); retrying in %.0f s", type(e).__name__, delay)
+                self.problems.report(e, delay)
                 self._hb_wake.wait(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -311,7 +315,7 @@ class Worker:
         try:
             self._send_heartbeat()  # show up in consoles at once
         except REDIS_ERRORS as e:
-            log.warning("Redis unreachable (%s); will keep trying", type(e).__name__)
+            self.problems.report(e, 1.0)
         self._main_ident = threading.get_ident()
         keeper = threading.Thread(target=self._keeper, name="keeper", daemon=True)
         uploader = threading.Thread(target=self._uploader, name="uploader", daemon=True)
@@ -327,12 +331,11 @@ class Worker:
                 try:
                     res = self._next_job(idle_since)
                     delay = 1.0
+                    self.problems.recovered()
                 except REDIS_ERRORS as e:
                     if self.stopping.is_set():
                         break
-                    log.warning(
-                        "Redis unreachable (%s); retrying in %.0f s", type(e).__name__, delay
-                    )
+                    self.problems.report(e, delay)
                     self.stopping.wait(delay)
                     delay = min(delay * 2, 30.0)
                     continue
@@ -609,7 +612,7 @@ class Worker:
             except REDIS_ERRORS as e:
                 if self.stopping.is_set() and not forever:
                     return
-                log.warning("Redis unreachable (%s); retrying in %.0f s", type(e).__name__, delay)
+                self.problems.report(e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
