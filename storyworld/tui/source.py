@@ -510,11 +510,11 @@ class LiveSource:
         # First the newest event: every script writes its event with its change, so all
         # changes up to this event are in what the rest of the pipeline reads.
         p.xrevrange(k.events, "+", "-", count=1)
-        p.zcard(k.jobs)
+        p.llen(k.jobs)
         p.zcard(k.inflight)
         p.hlen(k.dead)
         p.xlen(k.results)
-        p.zrange(k.jobs, 0, 0, withscores=True)
+        p.zrange(k.waiting, 0, 0, withscores=True)
         p.exists(k.paused)
         p.get(k.engine_lease)
         p.zrange(k.workers, 0, -1, withscores=True)
