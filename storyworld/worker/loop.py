@@ -73,6 +73,8 @@ log = logging.getLogger("storyworld.worker")
 
 #: A job message longer than this is dead-lettered unread (a 5 MB text once held a worker).
 MAX_JOB_BYTES = 64 * 1024
+#: Seconds a render that ignores a stop request gets after the grace period.
+HARD_STOP_S = 5.0
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -161,6 +163,9 @@ class Worker:
         self.logs = logs
         self.interrupt_wait = interrupt_wait or (lambda: None)
         self.stopping = threading.Event()
+        #: In a worker process of its own (storyworld-worker): after the grace period, a
+        #: render that ignores the request to stop is abandoned and the process exits.
+        self.exit_after_grace = False
         # What is wrong with Redis, logged each time it changes (at most once a minute).
         self.problems = ProblemLog(log, redis_display)
         #: Drained by the operator (queue.control): finish the job in hand, take no more.
@@ -735,10 +740,38 @@ class Worker:
             for h in held:
                 if h.stage == "rendering":
                     h.cancel.set()
+            if self.exit_after_grace and held:
+                # A render that ignores the request to stop gets a few seconds more; then
+                # its job goes back to the queue and the process exits.
+                later = threading.Timer(HARD_STOP_S, self._hard_stop)
+                later.daemon = True
+                later.start()
 
         timer = threading.Timer(grace, expire)
         timer.daemon = True
         timer.start()
+
+    def _hard_stop(self) -> None:
+        with self._lock:
+            held = [h for h in self.held.values() if h.stage == "rendering"]
+        if not held:
+            return
+        for h in held:
+            job = h.job
+            log.warning(
+                "job %s did not stop within the grace period; handing it back and exiting",
+                job.job_id,
+            )
+            try:
+                self.queue.release(job.job_id, self.id, job.backend, job.min_vram_gb)
+            except REDIS_ERRORS as e:
+                self.problems.report(e, 0)  # its lease runs out and the engine reclaims it
+        try:
+            self.queue.forget_worker(self.id)
+        except REDIS_ERRORS:
+            pass
+        logging.shutdown()
+        os._exit(0)
 
     def _hand_back(self, job_id: str, raw: str) -> None:
         try:
