@@ -88,3 +88,48 @@ def test_sigterm_exits_after_the_grace_period_handing_a_hung_job_back(runtime, t
     assert "did not stop within the grace period" in out
     assert q.r.zscore(q.keys.jobs, "rb-b000-a1") is not None  # waiting again, at once
     assert json.loads(q.r.hget(q.keys.data, "rb-b000-a1"))["delivery"] == 1
+
+
+def test_a_failed_upload_leaves_none_of_the_attempts_files(runtime) -> None:
+    """The keyframe upload fails (a store refusing it): the clip stored just before is
+    removed, and the job is reported failed (transient, so the engine retries it)."""
+    import threading
+
+    from storyworld.protocol import parse_result
+    from storyworld.queue import JobQueue, connect
+    from storyworld.storage import StorageError
+    from storyworld.worker.backends.animatic import AnimaticBackend
+    from storyworld.worker.loop import Worker
+
+    real = runtime.store
+
+    class RefusesKeyframes:  # the real local store, with one fault injected
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        def put_file(self, key: str, path, **kw):  # type: ignore[no-untyped-def]
+            if key.endswith("keyframe.png"):
+                raise StorageError("bucket refused the keyframe", transient=False)
+            return real.put_file(key, path, **kw)
+
+    spec = RenderSpec(text="x", duration_s=1, width=64, height=48, fps=8)
+    job = Job(job_id="up-b000-a1", episode_id="up", beat_id="b0", beat_index=0, attempt=1,
+              backend="animatic", spec=spec)  # fmt: skip
+    q = runtime.queue
+    token = q.acquire_engine_lease({"engine": "test"}, 60)
+    assert token and q.enqueue([job], token) == 1
+    clients = connect(runtime.settings, runtime.redis_url, role="test-worker")
+    wq = JobQueue.from_settings(runtime.settings, clients.fast, clients.blocking)
+    backends = {"animatic": AnimaticBackend(runtime.settings)}
+    store = RefusesKeyframes()
+    w = Worker(runtime.settings, wq, store, backends, worker_id="uploader", max_jobs=1)  # type: ignore[arg-type]
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    t.join(60)
+    clients.close()
+    entries = q.r.xrange(q.keys.results, "-", "+")
+    result = parse_result(entries[-1][1][b"r"])
+    assert result.status == "failed" and "keyframe" in (result.error or "")
+    from storyworld.storage import clip_key
+
+    assert real.head(clip_key("up", 0, 1)) is None  # the clip stored first is gone

@@ -685,6 +685,7 @@ class Worker:
                     )
                 )
         except StorageError as e:
+            self._remove_partial(artifacts)
             self._fail(held, f"upload failed: {e}", ErrorKind.TRANSIENT, info["started"], None)
             return
         self.done += 1
@@ -705,6 +706,16 @@ class Worker:
         )
         self._ack(held, result)
         log.info("job %s done: %s", job.job_id, artifacts[0].key)
+
+    def _remove_partial(self, artifacts: list[ArtifactRef]) -> None:
+        """A failed upload leaves none of the attempt's files behind: the ones already
+        stored are deleted (best effort; a key left over is overwritten by no other
+        attempt, as keys name the attempt)."""
+        for a in artifacts:
+            try:
+                self.store.delete(a.key)
+            except StorageError as e:
+                log.warning("could not remove %s after a failed upload: %s", a.key, e)
 
     def _put_with_retry(self, key: str, path: Path, job: Job):  # type: ignore[no-untyped-def]
         delay = 1.0
