@@ -376,10 +376,10 @@ class LiveModel:
         w = worker_from_fields(fields)
         if not w.id:
             return
-        old = self.workers.get(w.id)
         self.workers[w.id] = w
-        if old is None or old.state != w.state or w.state != "idle":
-            self.log_dirty.add(w.id)
+        # A heartbeat event means a change or new log lines (an unchanged heartbeat sends
+        # none): the worker's log may have grown.
+        self.log_dirty.add(w.id)
 
     def _touch_worker(self, worker_id: str, at: float, **changes: Any) -> None:
         if not worker_id:

@@ -495,12 +495,11 @@ class LiveSource:
         return quiet or mono >= self._next_reconcile + 2 * self.reconcile_s
 
     def _logs_due(self, worker: str, dirty: set[str], mono: float) -> bool:
-        if worker not in dirty:
-            return False
-        w = self.model.workers.get(worker)
-        busy = w is not None and w.state != "idle"
-        # An idle worker's periodic heartbeat rarely brings log lines: look now and then.
-        return busy or mono - self._worker_log_at >= self.idle_log_refresh_s
+        # An event about the selected worker: a worker's heartbeat emits one only when
+        # something changed or it ships log lines (an idle, unchanged heartbeat is silent),
+        # so each is worth a read; reading only on the idle refresh made the pane lag
+        # minutes behind a worker that had just finished a job.
+        return worker in dirty
 
     def _read_state(self, *, with_info: bool) -> None:
         """One pipelined read of depths, pause, lease and the worker registry

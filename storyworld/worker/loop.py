@@ -99,6 +99,11 @@ class LogBuffer(logging.Handler):
         with self._lock2:
             self.lines.append(line[:500])
 
+    def due(self) -> bool:
+        """Lines wait and the interval has passed: worth a heartbeat of their own."""
+        with self._lock2:
+            return bool(self.lines) and time.monotonic() - self._last >= self.interval_s
+
     def take(self, force: bool = False) -> list[str]:
         now = time.monotonic()
         with self._lock2:
@@ -231,10 +236,11 @@ class Worker:
         signature = tuple(
             str(fields.get(f, "")) for f in ("state", "job", "stage", "progress", "done", "failed")
         )
-        changed = signature != self._last_signature or bool(ids)
-        reply = self.queue.heartbeat(
-            self.id, fields, ids, logs=self._take_logs(), emit_event=changed
-        )
+        logs = self._take_logs()
+        # New log lines are news too: without an event a console would read them only at
+        # its next idle refresh (the worker log pane lagged minutes behind).
+        changed = signature != self._last_signature or bool(ids) or bool(logs)
+        reply = self.queue.heartbeat(self.id, fields, ids, logs=logs, emit_event=changed)
         self._last_signature = signature
         self._last_hb = time.monotonic()
         if self.settings.worker_health_dir:
@@ -282,6 +288,9 @@ class Worker:
                 (held and now - oldest >= self.settings.lease_renew_s)
                 or (held and progressed and now - oldest >= self.settings.progress_interval_s)
                 or (not held and now - self._last_hb >= self.settings.worker_idle_block_s)
+                # The lines of a job just finished go out within the log interval, not
+                # with the next idle heartbeat minutes later (one heartbeat per idle spell).
+                or (not held and self.logs is not None and self.logs.due())
             )
             if not due:
                 continue
