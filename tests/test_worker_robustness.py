@@ -133,3 +133,26 @@ def test_a_failed_upload_leaves_none_of_the_attempts_files(runtime) -> None:
     from storyworld.storage import clip_key
 
     assert real.head(clip_key("up", 0, 1)) is None  # the clip stored first is gone
+
+
+@pytest.mark.slow
+def test_a_render_past_its_deadline_is_stopped_and_reported_failed(runtime, test_env) -> None:
+    q = runtime.queue
+    token = q.acquire_engine_lease({"engine": "test"}, 60)
+    assert token and q.enqueue([_job(0, sleep_s=600), _job(1)], token) == 2
+    w = _worker({**test_env, "RENDER_TIMEOUT_SECONDS": "1"}, "slowpoke")
+    try:
+        _until(lambda: q.r.xlen(q.keys.results) >= 2)  # the stuck one, then the next one
+    finally:
+        w.send_signal(signal.SIGTERM)
+        w.communicate(timeout=30)
+    from storyworld.protocol import parse_result
+
+    results = {
+        r.job_id: r
+        for r in (parse_result(f[b"r"]) for _id, f in q.r.xrange(q.keys.results, "-", "+"))
+    }
+    assert results["rb-b000-a1"].status == "failed"
+    assert "deadline of 1 s" in (results["rb-b000-a1"].error or "")
+    assert results["rb-b000-a1"].error_kind == "transient"
+    assert results["rb-b001-a1"].status == "succeeded"  # the worker went on

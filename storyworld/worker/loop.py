@@ -125,6 +125,7 @@ class HeldJob:
     stage: str = "rendering"
     lost: bool = False
     cancelled: bool = False
+    timed_out: bool = False
     started_at: float = field(default_factory=time.time)
     #: When the lease was last renewed (monotonic): at reserve, then by each heartbeat.
     renewed_at: float = field(default_factory=time.monotonic)
@@ -276,6 +277,9 @@ class Worker:
                 held = list(self.held.values())
             if not held and self._keeper_done:
                 return
+            for h in held:
+                if time.time() - h.started_at > self.settings.render_timeout_s:
+                    self._deadline(h)
             if self._parent_pid and os.getppid() != self._parent_pid and not self.stopping.is_set():
                 log.warning("the program that started this worker is gone; stopping")
                 self.request_stop()
@@ -464,7 +468,7 @@ class Worker:
                 fetch_artifact=self._fetch_artifact,
                 speech=speech,
             )
-            out = backend.render(ctx)
+            out = backend.render(ctx)  # the keeper stops it past RENDER_TIMEOUT_SECONDS
             ctx.check_cancelled()
             if out.nothing:
                 self._succeeded_empty(held, started)
@@ -506,6 +510,18 @@ class Worker:
             )
         shutil.rmtree(workdir, ignore_errors=True)
 
+    def _deadline(self, held: HeldJob) -> None:
+        """The render outlived RENDER_TIMEOUT_SECONDS: stop it (it is reported failed and
+        the worker goes on with the next job)."""
+        if held.stage == "rendering" and not held.cancel.is_set():
+            log.warning(
+                "job %s ran past its deadline of %g s; stopping it",
+                held.job.job_id,
+                self.settings.render_timeout_s,
+            )
+            held.timed_out = True
+            held.cancel.set()
+
     def _succeeded_empty(self, held: HeldJob, started: float) -> None:
         """A job with nothing to store (the `bench` backend): report it at once, taking
         the next job in the same script."""
@@ -529,6 +545,15 @@ class Worker:
         if held.lost:
             log.info("job %s stopped: its lease went to another worker", job.job_id)
             self._drop(held)
+        elif held.timed_out:
+            limit = self.settings.render_timeout_s
+            self._fail(
+                held,
+                f"the render ran past its deadline of {limit:g} s (RENDER_TIMEOUT_SECONDS)",
+                ErrorKind.TRANSIENT,
+                held.started_at,
+                None,
+            )
         elif held.cancelled:
             self._fail(
                 held,
