@@ -86,7 +86,7 @@ def test_sigterm_exits_after_the_grace_period_handing_a_hung_job_back(runtime, t
     assert w.returncode == 0, out
     assert time.monotonic() - t0 < 15  # grace 1 s + 5 s for a render that does not stop
     assert "did not stop within the grace period" in out
-    assert q.r.zscore(q.keys.jobs, "rb-b000-a1") is not None  # waiting again, at once
+    assert q.r.zscore(q.keys.waiting, "rb-b000-a1") is not None  # waiting again, at once
     assert json.loads(q.r.hget(q.keys.data, "rb-b000-a1"))["delivery"] == 1
 
 
