@@ -55,7 +55,9 @@ def test_metrics_follow_the_deployment(client: TestClient, runtime: Runtime, bac
     ep = services.create_episode(runtime, plan_script(TWO), script=TWO)
     until(lambda: r.llen(keys.jobs) == 2)
     runtime.queue.dead_letter("not a job", "", "w1", "unparseable job message")
-    m = scrape(client)
+    # The engine's own nudges (a new episode, leadership's "busy") count as pending until
+    # it reads them: wait for it to have read everything.
+    m = until(lambda: (got := scrape(client))[("storyworld_results_pending", ())] == 0 and got)
     assert m[("storyworld_jobs_waiting", ())] == r.llen(keys.jobs) == 2
     assert m[("storyworld_backend_jobs_waiting", (("backend", "animatic"),))] == 2
     assert m[("storyworld_dead_letters", ())] == 1
