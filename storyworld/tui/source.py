@@ -547,6 +547,17 @@ class LiveSource:
             heartbeats=heartbeats,
             watermark=_s(newest[0][0]) if newest else None,
         )
+        self._read_unserved(int(waiting))
+
+    def _read_unserved(self, waiting: int) -> None:
+        """Jobs waiting for a backend no live worker serves (from the database and the
+        heartbeats already read: no Redis command)."""
+        lines: tuple[str, ...] = ()
+        if waiting:
+            served = self.model.served_backends(time.time(), self.thresholds)
+            found = services.unserved_lines(services.queued_by_backend(self.rt), served)
+            lines = tuple(u["message"] for u in found)
+        self.model.set_unserved(lines)
 
     def _sample_cost(self) -> None:
         info = self.clients.fast.info("stats")
