@@ -158,6 +158,8 @@ class Settings:
     worker_log_file: str = ""
     worker_health_dir: str = ""
     shutdown_grace_s: float = 60.0
+    # A render running longer than this is stopped and reported failed (transient).
+    render_timeout_s: float = 3600.0
     fallback_backends: str = ""
     # GPU backends.
     animatediff_base_model: str = "runwayml/stable-diffusion-v1-5"
@@ -260,6 +262,7 @@ _ENV = {
     "WORKER_LOG_FILE": "worker_log_file",
     "WORKER_HEALTH_DIR": "worker_health_dir",
     "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_s",
+    "RENDER_TIMEOUT_SECONDS": "render_timeout_s",
     "FALLBACK_BACKENDS": "fallback_backends",
     "ANIMATEDIFF_BASE_MODEL": "animatediff_base_model",
     "ANIMATEDIFF_MOTION_ADAPTER": "animatediff_motion_adapter",

@@ -1,7 +1,7 @@
 """`storyworld smoke`: the deployment guide's Testing list, end to end, with timings.
 
 Create a one-beat episode (through the HTTP API with `--api`, else the engine services),
-see its job wait in `ZCARD` of the job queue, see a live worker take it, see the clip in
+see its job wait in `LLEN` of the job queue, see a live worker take it, see the clip in
 storage, see the result come back through the result queue, see the episode complete and
 its file download. Then remove what it created.
 
@@ -309,8 +309,8 @@ class Smoke:
             # list, or a worker has already taken it (its "started" event).
             self._events(0.001)
             with r.pipeline(transaction=False) as p:
-                p.zcard(self.keys.jobs)
-                p.zscore(self.keys.jobs, self.job_id)
+                p.llen(self.keys.jobs)
+                p.zscore(self.keys.waiting, self.job_id)
                 waiting, score = p.execute()
             seen["waiting"] = int(waiting)
             if score is not None:
@@ -319,11 +319,11 @@ class Smoke:
 
         found = self._wait(on_the_list_or_taken)
         if found == "waiting":
-            return f"job {self.job_id} waits: ZCARD {self.keys.jobs} = {seen['waiting']}"
+            return f"job {self.job_id} waits: LLEN {self.keys.jobs} = {seen['waiting']}"
         if found == "taken":
             return (
                 f"job {self.job_id} was taken before it could be seen waiting "
-                f"(ZCARD {self.keys.jobs} = {seen['waiting']} now)"
+                f"(LLEN {self.keys.jobs} = {seen['waiting']} now)"
             )
         raise StepFailed(
             f"job {self.job_id} is recorded as queued but never showed on {self.keys.jobs} "

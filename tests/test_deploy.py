@@ -234,7 +234,7 @@ def test_autoscale_starts_and_stops_pods_through_the_operators_commands(
     # never the busy one.
     _beat(q, "new-1", "svd", 80)
     _beat(q, "new-2", "svd", 24)
-    q.r.delete(q.keys.jobs)
+    q.r.delete(q.keys.jobs, q.keys.waiting)
     for suffix in ("svd", "svd@24", "svd@48", "animatic"):
         q.r.delete(q.keys.wake(suffix))
     booting = Booting(str(state), 900)

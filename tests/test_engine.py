@@ -135,14 +135,15 @@ def test_engine_restart_reconciles_jobs_lost_from_redis(runtime, background) -> 
     orch1 = Orchestrator(runtime.settings, runtime.sessions, runtime.queue, runtime.store)
     orch1.step()
     assert runtime.queue.waiting() == 3
-    lost_id = runtime.queue.r.zrange(runtime.queue.keys.jobs, 0, 0)[0].decode()
-    runtime.queue.r.zrem(runtime.queue.keys.jobs, lost_id)
+    lost_id = runtime.queue.r.zrange(runtime.queue.keys.waiting, 0, 0)[0].decode()
+    runtime.queue.r.zrem(runtime.queue.keys.waiting, lost_id)
+    runtime.queue.r.rpop(runtime.queue.keys.jobs)
     runtime.queue.r.hdel(runtime.queue.keys.data, lost_id)
     runtime.queue.r.delete(runtime.queue.keys.engine_lease)  # the crashed engine's lease ran out
     # The second engine reconciles at start: the lost job is sent again.
     orch2 = Orchestrator(runtime.settings, runtime.sessions, runtime.queue, runtime.store)
     orch2.step()
-    waiting = [x.decode() for x in runtime.queue.r.zrange(runtime.queue.keys.jobs, 0, -1)]
+    waiting = [x.decode() for x in runtime.queue.r.zrange(runtime.queue.keys.waiting, 0, -1)]
     assert sorted(waiting) == sorted([lost_id, *[w for w in waiting if w != lost_id]])
     assert lost_id in waiting and len(waiting) == 3
     orch2.shutdown()

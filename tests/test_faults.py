@@ -169,7 +169,7 @@ def test_requeue_updates_only_the_rows_redis_moved(runtime) -> None:
     ids = sorted(
         j["job_id"] for b in services.episode_detail(runtime, ep)["beats"] for j in b["jobs"]
     )
-    for raw in q.r.hmget(q.keys.data, q.r.zrange(q.keys.jobs, 0, -1)):
+    for raw in q.r.hmget(q.keys.data, q.r.zrange(q.keys.waiting, 0, -1)):
         from storyworld.protocol import parse_job
 
         job = parse_job(raw)

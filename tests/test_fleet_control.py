@@ -42,9 +42,9 @@ def test_drain_resume_and_stop_a_worker(runtime, background) -> None:
     # An idle worker hears it at once (its control list is in its blocking wait).
     until(lambda: _beat(runtime, w.id).get("state") == "draining")
     ep = services.create_episode(runtime, plan_script(ONE), script=ONE)
-    until(lambda: runtime.clients.fast.zcard(runtime.queue.keys.jobs) == 1)
+    until(lambda: runtime.clients.fast.llen(runtime.queue.keys.jobs) == 1)
     time.sleep(0.5)  # a drained worker takes nothing: the job still waits
-    assert runtime.clients.fast.zcard(runtime.queue.keys.jobs) == 1
+    assert runtime.clients.fast.llen(runtime.queue.keys.jobs) == 1
     with runtime.sessions() as s:
         assert {j.state for j in s.scalars(select(JobRow))} == {"queued"}
     fleet.command_worker(runtime, w.id, "resume")
@@ -67,13 +67,13 @@ def test_pause_and_resume_dispatch_per_backend(runtime, background) -> None:
     assert out["paused_backends"] == ["animatic"]
     ep = services.create_episode(runtime, plan_script(ONE), script=ONE)
     other = services.create_episode(runtime, plan_script(ONE), script=ONE, backend="svd")
-    until(lambda: r.zcard(runtime.queue.keys.jobs) == 1)  # svd dispatched, animatic held
+    until(lambda: r.llen(runtime.queue.keys.jobs) == 1)  # svd dispatched, animatic held
     time.sleep(0.3)
     with runtime.sessions() as s:
         assert [j.backend for j in s.scalars(select(JobRow))] == ["svd"]
     assert services.episode_detail(runtime, ep["id"])["beats"][0]["state"] == "pending"
     fleet.set_backend_paused(runtime, "animatic", False)
-    until(lambda: r.zcard(runtime.queue.keys.jobs) == 2)
+    until(lambda: r.llen(runtime.queue.keys.jobs) == 2)
     with runtime.sessions() as s:
         assert sorted(j.backend for j in s.scalars(select(JobRow))) == ["animatic", "svd"]
     assert other["backend"] == "svd"

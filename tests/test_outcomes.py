@@ -21,7 +21,7 @@ def _dispatch(rt, beats: int) -> tuple[Orchestrator, list]:  # type: ignore[no-u
     orch = Orchestrator(rt.settings, rt.sessions, rt.queue, rt.store)
     orch.step()
     q = rt.queue
-    jobs = [parse_job(x) for x in q.r.hmget(q.keys.data, q.r.zrange(q.keys.jobs, 0, -1))]
+    jobs = [parse_job(x) for x in q.r.hmget(q.keys.data, q.r.zrange(q.keys.waiting, 0, -1))]
     assert len(jobs) == beats
     return orch, jobs
 

@@ -62,10 +62,47 @@ def ok_result(job: Job, worker: str = "w1") -> Result:
     )
 
 
-def test_waiting_jobs_are_zcard_of_the_job_queue(q: JobQueue, token: str) -> None:
+def test_waiting_jobs_are_llen_of_the_job_queue(q: JobQueue, token: str) -> None:
     assert q.enqueue([make_job(i) for i in range(3)], token) == 3
-    assert q.r.zcard(q.keys.jobs) == 3 == q.waiting()
+    assert q.r.type(q.keys.jobs) == b"list"  # `redis-cli LLEN storyworld:gpu:jobs` works
+    assert q.r.llen(q.keys.jobs) == 3 == q.waiting()
     assert q.stats().waiting == 3
+
+
+def test_llen_of_the_job_queue_follows_every_way_a_job_waits_or_leaves(
+    q: JobQueue, token: str
+) -> None:
+    def counts() -> tuple[int, int]:
+        return q.r.llen(q.keys.jobs), q.r.zcard(q.keys.waiting)
+
+    assert q.enqueue([make_job(i) for i in range(5)], token) == 5
+    assert counts() == (5, 5)
+    q.enqueue([make_job(0)], token)  # already waiting: counted once
+    assert counts() == (5, 5)
+    first = take(q, "w1", ["animatic"])  # claimed
+    assert first is not None and counts() == (4, 4)
+    second = take(q, "w2", ["animatic"])
+    assert second is not None
+    assert q.release(second.job.job_id, "w2", "animatic")  # handed back
+    assert counts() == (4, 4)
+    assert q.cancel_jobs(["ep-b004-a1"]) == 1  # withdrawn
+    assert counts() == (3, 3)
+    # A worker finishing a job takes the next one in the same script.
+    nxt = q.ack("w1", ok_result(first.job), take_next=["animatic"])
+    assert nxt is not None and counts() == (2, 2)
+    # Its lease runs out: the tick hands it out again, then it dies on a second delivery.
+    q.r.zadd(q.keys.inflight, {f"{nxt[0]}|w1": 0}, xx=True)
+    tick = q.tick(token, recover=True)
+    assert nxt[0] in tick.reclaimed and counts() == (3, 3)
+    again = take(q, "w3", ["animatic"])
+    assert again is not None and counts() == (2, 2)
+    q.dead_letter(again.raw, again.job.job_id, "w3", "cannot run")
+    assert counts() == (2, 2)
+    moved, refused = q.requeue_dead([again.job.job_id])
+    assert (moved, refused) == (1, []) and counts() == (3, 3)
+    while take(q, "w4", ["animatic"]) is not None:
+        pass
+    assert counts() == (0, 0)
 
 
 def take(q: JobQueue, worker: str, backends: list[str], vram: float = 0.0):  # type: ignore[no-untyped-def]
@@ -97,7 +134,8 @@ def test_unreadable_jobs_go_to_dead_letters_and_count(q: JobQueue, token: str) -
     q.enqueue([make_job(0)], token)
     # A message no engine wrote (an old producer), under an id of its own.
     q.r.hset(q.keys.data, "bad", '{"v": 1, "job_id": "bad", "backend": "animatic"}')
-    q.r.zadd(q.keys.jobs, {"bad": 1})
+    q.r.zadd(q.keys.waiting, {"bad": 1})
+    q.r.lpush(q.keys.jobs, "bad")
     q.r.rpush(q.keys.wake("animatic"), "bad", "no-such-job")
     assert take(q, "w1", ["animatic"]) is None  # the unknown id is skipped, the bad one filed
     assert take(q, "w1", ["animatic"]).job.job_id == "ep-b000-a1"  # type: ignore[union-attr]
@@ -351,7 +389,8 @@ def test_reserve_and_tick_cost_the_same_with_100000_jobs_waiting(
                     q.keys.data,
                     mapping={i: template.replace("ep-b000-a1", i) for i in ids},
                 )
-                p.zadd(q.keys.jobs, {i: 1 for i in ids})
+                p.zadd(q.keys.waiting, {i: 1 for i in ids})
+                p.lpush(q.keys.jobs, *ids)
                 p.lpush(q.keys.wake("animatic"), *ids)
                 p.execute()
         assert q.waiting() == n

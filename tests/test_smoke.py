@@ -88,7 +88,7 @@ def test_smoke_without_a_worker_fails_at_the_worker_step_and_cleans_up(
         assert _leftovers(rt, s3_server.client(), env["S3_BUCKET"]) == (0, [])
         # The withdrawn job is not left waiting for a worker that comes later.
         r = redis.Redis.from_url(redis_url)
-        assert r.zcard(f"{key_prefix}:jobs") == 0 == r.hlen(f"{key_prefix}:data")
+        assert r.llen(f"{key_prefix}:jobs") == 0 == r.hlen(f"{key_prefix}:data")
         assert r.llen(f"{key_prefix}:wake:animatic") == 0
 
 

@@ -112,7 +112,7 @@ def test_sigterm_hands_the_job_back(runtime, background, test_env) -> None:
     # Back at the front of the queue at once (no lease wait), its delivery not counted.
     assert runtime.queue.r.exists(runtime.queue.keys.worker("leaving")) == 0
     q = runtime.queue
-    assert q.r.zscore(q.keys.jobs, job_id) is not None
+    assert q.r.zscore(q.keys.waiting, job_id) is not None
     assert q.r.lindex(q.keys.wake("animatic"), -1).decode() == job_id  # next to be taken
     assert json.loads(q.r.hget(q.keys.data, job_id))["delivery"] == 1
     background.worker(runtime)

@@ -237,7 +237,7 @@ def _queues(r: redis.Redis, settings: Settings, keys: Keys) -> list[Check]:
     with r.pipeline(transaction=False) as p:
         p.type(keys.jobs)
         p.type(keys.results)
-        p.zcard(keys.jobs)
+        p.llen(keys.jobs)
         p.xlen(keys.results)
         p.zcard(keys.inflight)
         p.hlen(keys.dead)
@@ -245,7 +245,7 @@ def _queues(r: redis.Redis, settings: Settings, keys: Keys) -> list[Check]:
         jt, rt, waiting, results, inflight, dead, workers = p.execute()
     out = []
     for name, key, t, want in (
-        ("JOB_QUEUE", keys.jobs, jt, "zset"),
+        ("JOB_QUEUE", keys.jobs, jt, "list"),
         ("RESULT_QUEUE", keys.results, rt, "stream"),
     ):
         if _s(t) not in (want, "none"):

@@ -2,8 +2,8 @@
 
 A scrape costs one pipelined round trip to Redis (queue lengths, the engine lease, worker
 ids) plus one pipeline of HGETALLs for the workers' heartbeats, and five grouped queries on
-the database. `storyworld_jobs_waiting` is `ZCARD` of the job queue itself, the number the
-deployment guide's `redis-cli ZCARD storyworld:gpu:jobs` gives.
+the database. `storyworld_jobs_waiting` is `LLEN` of the job queue itself, the number the
+deployment guide's `redis-cli LLEN storyworld:gpu:jobs` gives.
 
 The Redis commands this process sent are counted on the client side: `count_commands()`
 makes the connections of a client count every command they write (a pipeline of five is
@@ -108,7 +108,7 @@ class DeploymentCollector:
         q = self.rt.queue
         k = q.keys
         with q.r.pipeline(transaction=False) as p:
-            p.zcard(k.jobs)
+            p.llen(k.jobs)
             p.zcard(k.inflight)
             p.hlen(k.dead)
             p.xlen(k.results)
@@ -116,7 +116,7 @@ class DeploymentCollector:
         if results:
             results = q.results_pending()  # not yet read; read ones await a batch ack
         for name, doc, value in (
-            ("storyworld_jobs_waiting", "Jobs waiting (ZCARD of the job queue)", waiting),
+            ("storyworld_jobs_waiting", "Jobs waiting (LLEN of the job queue)", waiting),
             ("storyworld_jobs_in_flight", "Jobs held by a worker under a lease", in_flight),
             ("storyworld_dead_letters", "Jobs in the dead-letter list", dead),
             ("storyworld_results_pending", "Results the engine has not applied yet", results),

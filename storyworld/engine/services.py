@@ -457,10 +457,29 @@ def queue_stats(rt: Runtime) -> dict[str, Any]:
 def unserved(fleet: dict[str, Any]) -> list[dict[str, Any]]:
     """Backends with jobs waiting and no live worker that serves them, each with a line
     for people: `3 jobs wait for svd; no live worker serves svd`."""
+    loads = fleet.get("by_backend", {})
+    waiting = {name: int(load.get("waiting") or 0) for name, load in loads.items()}
+    served = {name for name, load in loads.items() if load.get("workers")}
+    return unserved_lines(waiting, served)
+
+
+def queued_by_backend(rt: Runtime) -> dict[str, int]:
+    """Jobs the database records as queued (sent, not yet taken), per backend: what the
+    console compares with the backends its live workers serve, at no Redis cost."""
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(JobRow.backend, func.count())
+            .where(JobRow.state == JobState.QUEUED)
+            .group_by(JobRow.backend)
+        ).all()
+    return {backend: int(n) for backend, n in rows}
+
+
+def unserved_lines(waiting: dict[str, int], served: set[str]) -> list[dict[str, Any]]:
+    """`waiting` jobs per backend against the backends live workers `served`."""
     out = []
-    for name, load in sorted(fleet.get("by_backend", {}).items()):
-        if load.get("waiting") and not load.get("workers"):
-            n = load["waiting"]
+    for name, n in sorted(waiting.items()):
+        if n and name not in served:
             out.append(
                 {
                     "backend": name,

@@ -6,11 +6,14 @@ KEYS and every constant it needs in ARGV (see keys.py); no script reads a whole 
 the backlog, so taking a job or the engine's tick costs the same with 10 or 100,000 jobs
 waiting.
 
-- waiting: id in the zset `JOB_QUEUE` (scored by enqueue time; `ZCARD` = jobs waiting),
-  payload in `…:data`, id on the wake list of its backend (and GPU memory class). A busy
-  worker takes the next job inside the script that reports the previous one (BullMQ's
-  moveToFinished); an idle one blocks (BLMPOP) on its wake lists and claims the id it got.
-  A cancelled job leaves the zset and the data hash; its wake entry is skipped when popped.
+- waiting: id in the zset `…:waiting` (scored by enqueue time) and one entry per waiting
+  job on the list `JOB_QUEUE` itself, so `LLEN storyworld:gpu:jobs` is the number of jobs
+  waiting, as the deployment guide says (pushed on arrival, popped whichever job leaves:
+  O(1) and exact in length; the zset says which jobs they are); payload in `…:data`; id on
+  the wake list of its backend (and GPU memory class). A busy worker takes the next job
+  inside the script that reports the previous one (BullMQ's moveToFinished); an idle one
+  blocks (BLMPOP) on its wake lists and claims the id it got. A cancelled job leaves the
+  zset, the count list and the data hash; its wake entry is skipped when popped.
 - in flight: members `job_id|worker` of `…:inflight` scored by lease deadline (server
   clock). Workers renew leases with their heartbeat while they hold a job; the engine's
   tick hands out again jobs whose lease ran out (the payload's `delivery` counts up), or
@@ -351,7 +354,11 @@ class JobQueue:
                 wakes.append(key)
             triples += [job.job_id, job.to_json(), wakes.index(key) + 1]
         args = [token, self.events_maxlen, EventKind.ENQUEUED, len(jobs), *triples]
-        return int(self._run("enqueue", [k.engine_lease, k.jobs, k.data, k.events, *wakes], args))
+        return int(
+            self._run(
+                "enqueue", [k.engine_lease, k.waiting, k.data, k.events, k.jobs, *wakes], args
+            )
+        )
 
     def tick(
         self,
@@ -389,7 +396,7 @@ class JobQueue:
                 k.engine_lease,
                 k.inflight,
                 k.data,
-                k.jobs,
+                k.waiting,
                 k.dead,
                 k.dead_new,
                 k.events,
@@ -397,6 +404,7 @@ class JobQueue:
                 k.results,
                 k.paused,
                 k.workers,
+                k.jobs,
                 *[k.wake(s) for s in self._suffixes],
             ],
             [
@@ -533,7 +541,9 @@ class JobQueue:
                     index = 0
             pairs += [job_id, index]
         return int(
-            self._run("cancel", [k.jobs, k.data, k.cancelled, *wakes], [len(job_ids), *pairs])
+            self._run(
+                "cancel", [k.waiting, k.data, k.cancelled, k.jobs, *wakes], [len(job_ids), *pairs]
+            )
         )
 
     def known_job_ids(self) -> set[str]:
@@ -559,7 +569,8 @@ class JobQueue:
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
             p.hset(k.data, job_id, payload)
-            p.zadd(k.jobs, {job_id: int(time.time() * 1000)})
+            p.zadd(k.waiting, {job_id: int(time.time() * 1000)})
+            p.lpush(k.jobs, job_id)
             p.lpush(k.wake(suffix), job_id)
             p.execute()
 
@@ -579,7 +590,7 @@ class JobQueue:
 
     def waiting(self) -> int:
         """Jobs waiting for a worker."""
-        return int(self.r.zcard(self.keys.jobs))
+        return int(self.r.llen(self.keys.jobs))
 
     # ---------------------------------------------------------------- worker side
     def wait_for_work(
@@ -607,7 +618,7 @@ class JobQueue:
         k = self.keys
         reply = self._run(
             "reserve",
-            [k.jobs, k.data, k.inflight, k.events, *k.wake_lists(backends, vram_gb)],
+            [k.waiting, k.data, k.inflight, k.events, k.jobs, *k.wake_lists(backends, vram_gb)],
             [worker_id, self.lease_ms, self.events_maxlen, EventKind.STARTED, job_id],
         )
         return (_s(reply[0]), _s(reply[1])) if reply else None
@@ -695,7 +706,7 @@ class JobQueue:
         wakes = k.wake_lists(take_next, vram_gb) if take_next else []
         reply = self._run(
             "ack",
-            [k.inflight, k.data, k.results, k.events, k.cancelled, k.jobs, *wakes],
+            [k.inflight, k.data, k.results, k.events, k.cancelled, k.waiting, k.jobs, *wakes],
             [
                 worker_id,
                 result.job_id,
@@ -717,7 +728,7 @@ class JobQueue:
         return bool(
             self._run(
                 "release",
-                [k.inflight, k.data, k.jobs, k.events, k.wake_of(backend, min_vram_gb)],
+                [k.inflight, k.data, k.waiting, k.events, k.wake_of(backend, min_vram_gb), k.jobs],
                 [
                     job_id,
                     worker_id,
@@ -734,7 +745,7 @@ class JobQueue:
         k = self.keys
         self._run(
             "dead_letter",
-            [k.inflight, k.data, k.jobs, k.dead, k.dead_new, k.events, k.stats],
+            [k.inflight, k.data, k.waiting, k.dead, k.dead_new, k.events, k.stats, k.jobs],
             [
                 job_id,
                 reason,
@@ -764,12 +775,12 @@ class JobQueue:
         """Queue depths, workers and counters in one round trip (two with workers)."""
         k = self.keys
         with self.r.pipeline(transaction=False) as p:
-            p.zcard(k.jobs)
+            p.llen(k.jobs)
             p.zcard(k.inflight)
             p.hlen(k.dead)
             p.xlen(k.results)
             p.zrange(k.workers, 0, -1)
-            p.zrange(k.jobs, 0, 0, withscores=True)
+            p.zrange(k.waiting, 0, 0, withscores=True)
             p.hgetall(k.stats)
             p.exists(k.paused)
             p.get(k.engine_lease)
@@ -870,7 +881,7 @@ class JobQueue:
             return 0, [], []
         reply = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.data, k.events, *wakes],
+            [k.dead, k.waiting, k.data, k.events, k.jobs, *wakes],
             ["requeue", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         moved_ids = [_s(x) for x in reply[3]] if len(reply) > 3 else []
@@ -883,7 +894,7 @@ class JobQueue:
             return 0
         _, dropped, *_ = self._run(
             "requeue_dead",
-            [k.dead, k.jobs, k.data, k.events],
+            [k.dead, k.waiting, k.data, k.events, k.jobs],
             ["drop", self.events_maxlen, EventKind.DEAD_CHANGED, len(triples) // 3, *triples],
         )
         return int(dropped)

@@ -68,6 +68,13 @@ class Keys:
         return f"{self.base}:{name}"
 
     @property
+    def waiting(self) -> str:
+        """Waiting job ids (zset scored by enqueue time, ms): what scripts claim and withdraw
+        in O(log n). `jobs` (JOB_QUEUE itself) is a list with one entry per waiting job, so
+        `LLEN JOB_QUEUE` is the number waiting, as the deployment guide has operators read it."""
+        return self._k("waiting")
+
+    @property
     def results(self) -> str:
         """Results and wake nudges for the engine (stream, consumer group `engine`)."""
         return self.results_name or self._k("results")

@@ -202,9 +202,13 @@ class Dashboard(LiveScreen):
         set_content(self.query_one("#status", Static), status_text(snap, tones), layout=True)
         alert = self.query_one("#alert", Static)
         message = alert_text(snap.health, now)
-        set_if_changed(alert, "display", bool(message))
-        if message:
-            set_content(alert, Text(message, style=tones.error), layout=True)
+        unserved = "\n".join(f"⚠ {line}" for line in snap.queue.unserved)
+        set_if_changed(alert, "display", bool(message or unserved))
+        if message or unserved:
+            text = Text(message, style=tones.error)
+            if unserved:
+                text.append(("\n" if message else "") + unserved, style=tones.warning)
+            set_content(alert, text, layout=True)
         self._show_queues(snap, now, tones)
         self._show_cost(snap, tones)
         workers = self.query_one("#workers", KeyedTable)

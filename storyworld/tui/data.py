@@ -237,6 +237,8 @@ class QueueView:
     throughput_per_min: float = 0.0
     depth_history: tuple[int, ...] = ()
     known: bool = False  # False until the first read of Redis
+    #: "3 jobs wait for svd; no live worker serves svd", one per backend nobody serves.
+    unserved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,7 @@ class LiveModel:
         self.paused = False
         self.engine_holder: dict[str, Any] | None = None
         self.known = False
+        self.unserved: tuple[str, ...] = ()
         self.finished: deque[float] = deque(maxlen=5000)
         self.throughput_window_s = throughput_window_s
         self.depth: deque[int] = deque(maxlen=history_len)
@@ -579,7 +582,24 @@ class LiveModel:
                 throughput_per_min=round(recent / (self.throughput_window_s / 60.0), 2),
                 depth_history=tuple(self.depth),
                 known=self.known,
+                unserved=self.unserved if self.waiting else (),
             )
+
+    def served_backends(self, now: float, thresholds: Thresholds) -> set[str]:
+        """Backends some worker whose heartbeat has not expired serves."""
+        with self._lock:
+            workers = list(self.workers.values())
+        return {
+            b
+            for w in workers
+            if effective_state(w, now, thresholds) != "gone"
+            for b in w.backends.split(",")
+            if b
+        }
+
+    def set_unserved(self, lines: tuple[str, ...]) -> None:
+        with self._lock:
+            self.unserved = lines
 
     def worker_views(self) -> tuple[WorkerView, ...]:
         with self._lock:

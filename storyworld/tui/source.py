@@ -510,11 +510,11 @@ class LiveSource:
         # First the newest event: every script writes its event with its change, so all
         # changes up to this event are in what the rest of the pipeline reads.
         p.xrevrange(k.events, "+", "-", count=1)
-        p.zcard(k.jobs)
+        p.llen(k.jobs)
         p.zcard(k.inflight)
         p.hlen(k.dead)
         p.xlen(k.results)
-        p.zrange(k.jobs, 0, 0, withscores=True)
+        p.zrange(k.waiting, 0, 0, withscores=True)
         p.exists(k.paused)
         p.get(k.engine_lease)
         p.zrange(k.workers, 0, -1, withscores=True)
@@ -547,6 +547,17 @@ class LiveSource:
             heartbeats=heartbeats,
             watermark=_s(newest[0][0]) if newest else None,
         )
+        self._read_unserved(int(waiting))
+
+    def _read_unserved(self, waiting: int) -> None:
+        """Jobs waiting for a backend no live worker serves (from the database and the
+        heartbeats already read: no Redis command)."""
+        lines: tuple[str, ...] = ()
+        if waiting:
+            served = self.model.served_backends(time.time(), self.thresholds)
+            found = services.unserved_lines(services.queued_by_backend(self.rt), served)
+            lines = tuple(u["message"] for u in found)
+        self.model.set_unserved(lines)
 
     def _sample_cost(self) -> None:
         info = self.clients.fast.info("stats")

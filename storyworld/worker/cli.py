@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.request_stop()
 
+    for w in workers:
+        w.exit_after_grace = True
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if n == 1:

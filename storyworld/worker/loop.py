@@ -73,6 +73,8 @@ log = logging.getLogger("storyworld.worker")
 
 #: A job message longer than this is dead-lettered unread (a 5 MB text once held a worker).
 MAX_JOB_BYTES = 64 * 1024
+#: Seconds a render that ignores a stop request gets after the grace period.
+HARD_STOP_S = 5.0
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -123,6 +125,7 @@ class HeldJob:
     stage: str = "rendering"
     lost: bool = False
     cancelled: bool = False
+    timed_out: bool = False
     started_at: float = field(default_factory=time.time)
     #: When the lease was last renewed (monotonic): at reserve, then by each heartbeat.
     renewed_at: float = field(default_factory=time.monotonic)
@@ -166,6 +169,9 @@ class Worker:
         self.logs = logs
         self.interrupt_wait = interrupt_wait or (lambda: None)
         self.stopping = threading.Event()
+        #: In a worker process of its own (storyworld-worker): after the grace period, a
+        #: render that ignores the request to stop is abandoned and the process exits.
+        self.exit_after_grace = False
         # What is wrong with Redis, logged each time it changes (at most once a minute).
         self.problems = ProblemLog(log, redis_display)
         #: Drained by the operator (queue.control): finish the job in hand, take no more.
@@ -271,6 +277,9 @@ class Worker:
                 held = list(self.held.values())
             if not held and self._keeper_done:
                 return
+            for h in held:
+                if time.time() - h.started_at > self.settings.render_timeout_s:
+                    self._deadline(h)
             if self._parent_pid and os.getppid() != self._parent_pid and not self.stopping.is_set():
                 log.warning("the program that started this worker is gone; stopping")
                 self.request_stop()
@@ -459,7 +468,7 @@ class Worker:
                 fetch_artifact=self._fetch_artifact,
                 speech=speech,
             )
-            out = backend.render(ctx)
+            out = backend.render(ctx)  # the keeper stops it past RENDER_TIMEOUT_SECONDS
             ctx.check_cancelled()
             if out.nothing:
                 self._succeeded_empty(held, started)
@@ -501,6 +510,18 @@ class Worker:
             )
         shutil.rmtree(workdir, ignore_errors=True)
 
+    def _deadline(self, held: HeldJob) -> None:
+        """The render outlived RENDER_TIMEOUT_SECONDS: stop it (it is reported failed and
+        the worker goes on with the next job)."""
+        if held.stage == "rendering" and not held.cancel.is_set():
+            log.warning(
+                "job %s ran past its deadline of %g s; stopping it",
+                held.job.job_id,
+                self.settings.render_timeout_s,
+            )
+            held.timed_out = True
+            held.cancel.set()
+
     def _succeeded_empty(self, held: HeldJob, started: float) -> None:
         """A job with nothing to store (the `bench` backend): report it at once, taking
         the next job in the same script."""
@@ -524,6 +545,15 @@ class Worker:
         if held.lost:
             log.info("job %s stopped: its lease went to another worker", job.job_id)
             self._drop(held)
+        elif held.timed_out:
+            limit = self.settings.render_timeout_s
+            self._fail(
+                held,
+                f"the render ran past its deadline of {limit:g} s (RENDER_TIMEOUT_SECONDS)",
+                ErrorKind.TRANSIENT,
+                held.started_at,
+                None,
+            )
         elif held.cancelled:
             self._fail(
                 held,
@@ -689,6 +719,7 @@ class Worker:
                     )
                 )
         except StorageError as e:
+            self._remove_partial(artifacts)
             self._fail(held, f"upload failed: {e}", ErrorKind.TRANSIENT, info["started"], None)
             return
         self.done += 1
@@ -709,6 +740,16 @@ class Worker:
         )
         self._ack(held, result)
         log.info("job %s done: %s", job.job_id, artifacts[0].key)
+
+    def _remove_partial(self, artifacts: list[ArtifactRef]) -> None:
+        """A failed upload leaves none of the attempt's files behind: the ones already
+        stored are deleted (best effort; a key left over is overwritten by no other
+        attempt, as keys name the attempt)."""
+        for a in artifacts:
+            try:
+                self.store.delete(a.key)
+            except StorageError as e:
+                log.warning("could not remove %s after a failed upload: %s", a.key, e)
 
     def _put_with_retry(self, key: str, path: Path, job: Job):  # type: ignore[no-untyped-def]
         delay = 1.0
@@ -744,10 +785,38 @@ class Worker:
             for h in held:
                 if h.stage == "rendering":
                     h.cancel.set()
+            if self.exit_after_grace and held:
+                # A render that ignores the request to stop gets a few seconds more; then
+                # its job goes back to the queue and the process exits.
+                later = threading.Timer(HARD_STOP_S, self._hard_stop)
+                later.daemon = True
+                later.start()
 
         timer = threading.Timer(grace, expire)
         timer.daemon = True
         timer.start()
+
+    def _hard_stop(self) -> None:
+        with self._lock:
+            held = [h for h in self.held.values() if h.stage == "rendering"]
+        if not held:
+            return
+        for h in held:
+            job = h.job
+            log.warning(
+                "job %s did not stop within the grace period; handing it back and exiting",
+                job.job_id,
+            )
+            try:
+                self.queue.release(job.job_id, self.id, job.backend, job.min_vram_gb)
+            except REDIS_ERRORS as e:
+                self.problems.report(e, 0)  # its lease runs out and the engine reclaims it
+        try:
+            self.queue.forget_worker(self.id)
+        except REDIS_ERRORS:
+            pass
+        logging.shutdown()
+        os._exit(0)
 
     def _hand_back(self, job_id: str, raw: str) -> None:
         try:

@@ -154,7 +154,7 @@ def test_open_cancel_with_confirmation_then_retry_from_the_dashboard(runtime, ma
     async def scenario() -> None:
         app = c.app
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: r.zcard(jobs_key) == 2, what="two jobs waiting on Redis")
+            await until(pilot, lambda: r.llen(jobs_key) == 2, what="two jobs waiting on Redis")
             dash = await until(pilot, lambda: isinstance(app.screen, Dashboard) and app.screen)
             await until(pilot, lambda: ep["id"] in rows_of(dash.query_one("#episodes")))
             await pilot.press("enter")  # open the highlighted episode
@@ -174,7 +174,7 @@ def test_open_cancel_with_confirmation_then_retry_from_the_dashboard(runtime, ma
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
             await until(pilot, lambda: _episode_state(runtime, ep["id"]) == "cancelled")
-            assert r.zcard(jobs_key) == 0  # withdrawn from Redis
+            assert r.llen(jobs_key) == 0  # withdrawn from Redis
             await until(
                 pilot,
                 lambda: "⊘ cancelled" in rows_of(dash.query_one("#episodes"))[ep["id"]],
@@ -183,7 +183,7 @@ def test_open_cancel_with_confirmation_then_retry_from_the_dashboard(runtime, ma
             # r on the dashboard: the cancelled beats render again (new attempts queued).
             await pilot.press("r")
             await until(pilot, lambda: _episode_state(runtime, ep["id"]) == "rendering")
-            await until(pilot, lambda: r.zcard(jobs_key) == 2, what="new attempts on Redis")
+            await until(pilot, lambda: r.llen(jobs_key) == 2, what="new attempts on Redis")
             beats = services.episode_detail(runtime, ep["id"])["beats"]
             assert all(b["attempts"] == 2 for b in beats)
 
@@ -229,7 +229,7 @@ def test_dead_letters_requeue_and_drop_with_confirmation(runtime, make_console) 
     async def scenario() -> None:
         app = c.app
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: r.zcard(q.keys.jobs) == 2, what="jobs queued")
+            await until(pilot, lambda: r.llen(q.keys.jobs) == 2, what="jobs queued")
             job_ids = {_dead_letter(runtime), _dead_letter(runtime)}
             assert r.hlen(q.keys.dead) == 2
 
@@ -266,7 +266,7 @@ def test_dead_letters_requeue_and_drop_with_confirmation(runtime, make_console) 
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
             await until(pilot, lambda: r.hlen(q.keys.dead) == 0, what="dropped")
-            assert r.zcard(q.keys.jobs) == 1  # the requeued one waits; the dropped one is gone
+            assert r.llen(q.keys.jobs) == 1  # the requeued one waits; the dropped one is gone
             await until(pilot, lambda: rows_of(screen.query_one("#dead")) == {})
 
     run(scenario())
@@ -293,7 +293,7 @@ def test_pause_and_resume_dispatch(runtime, make_console) -> None:
             await pilot.press("p")
             await until(pilot, lambda: not r.exists(paused_key), what="resumed on Redis")
             await until(pilot, lambda: "dispatch on" in text_of(dash.query_one("#status")))
-            await until(pilot, lambda: r.zcard(runtime.queue.keys.jobs) == 2, what="dispatched")
+            await until(pilot, lambda: r.llen(runtime.queue.keys.jobs) == 2, what="dispatched")
 
     run(scenario())
 
@@ -364,7 +364,7 @@ def test_read_only_offers_no_actions_and_changes_nothing(runtime, make_console) 
             shown = {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
             assert not shown & {"new_episode", "retry_episode", "cancel_episode", "toggle_pause"}
             # No engine ran: nothing was dispatched, nothing paused, state unchanged.
-            assert r.zcard(runtime.queue.keys.jobs) == 0 and not r.exists(runtime.queue.keys.paused)
+            assert r.llen(runtime.queue.keys.jobs) == 0 and not r.exists(runtime.queue.keys.paused)
             with runtime.sessions() as s:
                 assert s.get(Episode, ep["id"]).state == "planned"
 

@@ -42,7 +42,7 @@ def test_drain_and_pause_from_the_fleet_screen(runtime, background, make_console
             assert r.llen(control.control_key(q, w.id)) == 0  # the command was taken
             # Drained: a new episode's job waits.
             ep = services.create_episode(runtime, plan_script(ONE), script=ONE)
-            await until(pilot, lambda: r.zcard(q.keys.jobs) == 1, what="the job waits")
+            await until(pilot, lambda: r.llen(q.keys.jobs) == 1, what="the job waits")
             await yes(pilot, "u")
             await until(pilot, lambda: services.episode_detail(runtime, ep["id"])["state"]
                         == "completed", timeout=30)  # fmt: skip

@@ -56,7 +56,7 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
     async def scenario() -> None:
         app = c.app
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: r.zcard(q.keys.jobs) == 6, what="six jobs waiting")
+            await until(pilot, lambda: r.llen(q.keys.jobs) == 6, what="six jobs waiting")
             app.open_jobs()
             screen = await until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen)
             table = await until(pilot, lambda: screen.query_one("#jobs"))
@@ -81,10 +81,10 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
             flt.value = "state:dead"
             await pilot.press("slash", "enter")
             await until(pilot, lambda: set(rows_of(table)) == set(dead), what="dead listed")
-            waiting = r.zcard(q.keys.jobs)
+            waiting = r.llen(q.keys.jobs)
             await _bulk(pilot, app, "u", "Requeue 2 job(s) selected by state:dead")
             await until(pilot, lambda: r.hlen(q.keys.dead) == 0, what="dead list emptied")
-            assert r.zcard(q.keys.jobs) == waiting + 2
+            assert r.llen(q.keys.jobs) == waiting + 2
             await until(pilot, lambda: set(_states(runtime, dead).values()) == {"queued"})
             # Dead again, dropped in bulk (the database says failed), then retried in bulk.
             dead = _kill(runtime, 1)
@@ -106,7 +106,7 @@ def test_jobs_screen_filters_and_acts_in_bulk(runtime, make_console) -> None:
                     return next((i for i in ids if i != dead[0]), None)
 
             again = await until(pilot, next_attempt, what="a new attempt at the dropped job's beat")
-            waiting_ids = {x.decode() for x in r.zrange(q.keys.jobs, 0, -1)}
+            waiting_ids = {x.decode() for x in r.zrange(q.keys.waiting, 0, -1)}
             assert again in waiting_ids and dead[0] not in waiting_ids
 
     run(scenario())

@@ -59,7 +59,7 @@ def test_services_view_requeue_and_drop_entries_without_a_job_id(runtime) -> Non
     lost = letters["lost its id"].ref
     out = services.requeue_dead(runtime, [lost])
     assert out == {"requeued": 1, "refused": [], "unmatched": []}
-    assert r.zcard(q.keys.jobs) == 1
+    assert r.llen(q.keys.jobs) == 1
     corrupt = letters["corrupt dead-letter entry"].ref
     out = services.requeue_dead(runtime, [corrupt])
     assert out["requeued"] == 0 and out["refused"] == [corrupt]

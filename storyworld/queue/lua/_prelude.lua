@@ -29,6 +29,16 @@ local function bulk(cmd, key, args)
     i = j + 1
   end
 end
+-- `bulk` for ZADD: how many members were new.
+local function bulk_added(key, args)
+  local added, i = 0, 1
+  while i <= #args do
+    local j = math.min(#args, i + 999)
+    added = added + redis.call('ZADD', key, unpack(args, i, j))
+    i = j + 1
+  end
+  return added
+end
 local function decode(raw)
   local ok, job = pcall(cjson.decode, raw)
   if ok and type(job) == 'table' and type(job.job_id) == 'string'
@@ -56,12 +66,27 @@ local function with_delivery(raw, n)
   if count == 0 then out = string.sub(raw, 1, -2) .. ',"delivery":' .. n .. '}' end
   return out
 end
+-- Waiting jobs: ids in the `waiting` zset (scored by enqueue time), and `JOB_QUEUE` itself
+-- (`k_count`) a list with one entry per waiting job, kept so that `LLEN JOB_QUEUE` stays the
+-- number of jobs waiting (the deployment guide's habit, and what autoscalers read). Entries
+-- are job ids pushed on arrival and popped from the oldest end whichever job leaves, so the
+-- length is exact at O(1) a job; the zset says which jobs they are.
+local function wait_add(k_waiting, k_count, score, id)
+  if redis.call('ZADD', k_waiting, score, id) == 1 then redis.call('LPUSH', k_count, id) end
+end
+local function wait_remove(k_waiting, k_count, id)
+  if redis.call('ZREM', k_waiting, id) == 1 then
+    redis.call('RPOP', k_count)
+    return true
+  end
+  return false
+end
 -- Claim the waiting job `id` for `worker`: false if it no longer waits (withdrawn, or a
 -- stale duplicate left on a wake list by a repair). Writes a `kind` event unless kind is ''
 -- (then `now`, the server time in ms, must be given). Returns the payload and the event.
-local function claim(k_jobs, k_data, k_inflight, k_events, id, worker, lease_ms, maxlen, kind,
-                     now)
-  if redis.call('ZREM', k_jobs, id) == 0 then return false end
+local function claim(k_jobs, k_count, k_data, k_inflight, k_events, id, worker, lease_ms,
+                     maxlen, kind, now)
+  if not wait_remove(k_jobs, k_count, id) then return false end
   local raw = redis.call('HGET', k_data, id)
   if not raw then return false end
   local ev = {job_id = id, worker = worker}
@@ -79,8 +104,8 @@ end
 -- Pop and claim the next waiting job from the wake lists KEYS[first..#KEYS] (LMPOP takes
 -- from the first non-empty one). Stale entries are consumed on the way, a bounded number.
 -- Returns {id, payload} and the started event's fields, or false.
-local function take_next(first, k_jobs, k_data, k_inflight, k_events, worker, lease_ms, maxlen,
-                         kind, now)
+local function take_next(first, k_jobs, k_count, k_data, k_inflight, k_events, worker, lease_ms,
+                         maxlen, kind, now)
   local n = #KEYS - first + 1
   if n <= 0 then return false end
   local args = {n}
@@ -89,8 +114,8 @@ local function take_next(first, k_jobs, k_data, k_inflight, k_events, worker, le
   for _ = 1, 16 do
     local got = redis.call('LMPOP', unpack(args))
     if not got then return false end
-    local raw, ev = claim(k_jobs, k_data, k_inflight, k_events, got[2][1], worker, lease_ms,
-      maxlen, kind, now)
+    local raw, ev = claim(k_jobs, k_count, k_data, k_inflight, k_events, got[2][1], worker,
+      lease_ms, maxlen, kind, now)
     if raw then return {got[2][1], raw}, ev end
   end
   return false

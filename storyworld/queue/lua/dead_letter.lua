@@ -1,10 +1,10 @@
 -- Worker: a job it claimed can never run (unreadable, over a limit): dead-letter it with the
 -- reason, keeping at most `payload_limit` bytes of the payload in the letter.
--- KEYS: inflight, data, jobs, dead, dead_new, events, stats
+-- KEYS: inflight, data, waiting, dead, dead_new, events, stats, jobs (the count list)
 -- ARGV: job_id, reason, worker, events_maxlen, dead_kind, payload_limit, payload (used if
 --       none is stored)
 redis.call('ZREM', KEYS[1], ARGV[1] .. '|' .. ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[1])
+wait_remove(KEYS[3], KEYS[8], ARGV[1])
 local raw = redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[7]
 redis.call('HDEL', KEYS[2], ARGV[1])
 local now = event(KEYS[6], ARGV[4], ARGV[5], cjson.encode({job_id = ARGV[1],

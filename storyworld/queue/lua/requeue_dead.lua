@@ -1,6 +1,6 @@
 -- Operator: move dead letters back to the front of their wake lists (or drop them).
 -- Returns {moved, dropped, refused refs, job ids moved}.
--- KEYS: dead, jobs, data, events, wake lists of the selected letters
+-- KEYS: dead, waiting, data, events, jobs (the count list), wake lists of the letters
 -- ARGV: mode ('requeue' | 'drop'), events_maxlen, dead_changed_kind, n, then n triples
 --       (the letter's name in the dead hash: its job id or `entry:<sha>`; the job id of its
 --       payload; index of its wake list among the wake KEYS from 1, 0: payload unreadable)
@@ -19,8 +19,8 @@ for i = 0, tonumber(ARGV[4]) - 1 do
       if job and w > 0 and job.job_id == id then
         now = now or now_ms()
         redis.call('HSET', KEYS[3], id, with_delivery(dl.payload, 1))
-        redis.call('ZADD', KEYS[2], now, id)
-        redis.call('RPUSH', KEYS[4 + w], id)
+        wait_add(KEYS[2], KEYS[5], now, id)
+        redis.call('RPUSH', KEYS[5 + w], id)
         redis.call('HDEL', KEYS[1], ref)
         moved = moved + 1
         moved_ids[#moved_ids + 1] = id

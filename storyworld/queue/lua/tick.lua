@@ -9,13 +9,14 @@
 --   collect  what the engine must apply: new dead letters, jobs in flight (with worker),
 --            the pause flag, results (acknowledging those applied; after a failure,
 --            `recover` returns the ones delivered but never acknowledged).
--- KEYS: engine_lease, inflight, data, jobs, dead, dead_new, events, stats, results, paused,
---       workers, then the wake lists of the suffixes in ARGV (same order)
+-- KEYS: engine_lease, inflight, data, waiting, dead, dead_new, events, stats, results, paused,
+--       workers, jobs (the count list), then the wake lists of the suffixes in ARGV (same
+--       order)
 -- ARGV: 1 token, 2 lease_ms, 3 parts ('r' reclaim, 's' sweep, 'g' recover), 4 max_deliveries,
 --       5 events_maxlen, 6 max_results, 7 vram classes "8,16,...", 8 reclaim batch,
 --       9 repair_age_ms, 10 requeued_kind, 11 dead_kind, 12 results group, 13 max in flight
 --       listed, 14 payload limit for letters, then [wake suffixes], [acknowledged result ids]
-local W0 = 11  -- wake KEYS start after this index
+local W0 = 12  -- wake KEYS start after this index
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local parts = ARGV[3]
@@ -59,7 +60,7 @@ local function reclaim()
           .. holder .. ')', raw, holder)
       else
         redis.call('HSET', KEYS[3], id, with_delivery(raw, delivery + 1))
-        redis.call('ZADD', KEYS[4], now, id)
+        wait_add(KEYS[4], KEYS[12], now, id)
         redis.call('RPUSH', KEYS[wake], id)
         redis.call('HINCRBY', KEYS[8], 'reclaimed', 1)
         reclaimed[#reclaimed + 1] = id
@@ -81,9 +82,9 @@ local function sweep()
     local raw = redis.call('HGET', KEYS[3], id)
     local job = raw and decode(raw)
     if not raw then
-      redis.call('ZREM', KEYS[4], id)  -- an id with no payload can never run
+      wait_remove(KEYS[4], KEYS[12], id)  -- an id with no payload can never run
     elseif not job then
-      redis.call('ZREM', KEYS[4], id)
+      wait_remove(KEYS[4], KEYS[12], id)
       redis.call('HDEL', KEYS[3], id)
       file_dead(id, 'unparseable job message', raw, '')
     else
