@@ -241,7 +241,7 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
     assert r.status_code == 422 and "job_ids" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"job_ids": ["job-1", "job-bad"]})
     assert r.json() == {"requeued": 1, "refused": ["job-bad"], "unmatched": []}
-    assert [x.decode() for x in r_.zrange(runtime.settings.job_queue, 0, -1)] == ["job-1"]
+    assert [x.decode() for x in r_.zrange(keys.waiting, 0, -1)] == ["job-1"]
     assert r_.hlen(keys.dead) == 3
 
     r = client.post("/v1/queue/dead/drop", json={"job_ids": ["job-bad"]})
@@ -251,7 +251,7 @@ def test_queue_stats_dead_letters_requeue_and_drop(client: TestClient, runtime: 
         assert r.status_code == 404 and "no-such-job" in r.json()["error"]
     r = client.post("/v1/queue/dead/requeue", json={"all": True})
     assert r.json() == {"requeued": 2, "refused": [], "unmatched": []}
-    assert r_.zcard(runtime.settings.job_queue) == 3 and r_.hlen(keys.dead) == 0
+    assert r_.llen(runtime.settings.job_queue) == 3 and r_.hlen(keys.dead) == 0
 
     _dead_letter(runtime, "job-4", "{}")
     dropped = client.post("/v1/queue/dead/drop", json={"all": True}).json()

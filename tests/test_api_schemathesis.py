@@ -69,11 +69,12 @@ checks.positive_data_acceptance.expected-statuses = [
 """
 
 
-# The artifact routes (and approve, reroll, retry) get a rendered episode and its beat 0, so they
-# answer with files (their content types checked) rather than 404s for random ids.
+# The artifact routes (and approve, reroll, retry, cancel) get a rendered episode and its
+# beat 0, so they answer with files (their content types checked) rather than 404s for
+# random ids.
 ARTIFACTS = """
 [[operations]]
-include-path-regex = "/(video|clip|keyframe|approve|reroll|retry)$"
+include-path-regex = "/(video|clip|keyframe|approve|reroll|retry|cancel)$"
 parameters = {{ "episode_id" = "{episode}", "n" = 0 }}
 """
 

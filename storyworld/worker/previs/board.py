@@ -399,7 +399,8 @@ def _header(img: Image.Image, board: Board) -> None:
     d.text((pad, pad), f"{board.shot_number}  {board.shot.label}", font=font, fill=(255, 255, 255))
     d.text((w - pad, pad), board.scene[:60], font=font, fill=(220, 220, 220), anchor="ra")
     size = max(7, h // 30)
-    note = textwrap.shorten(board.text, width=int(w / (size * 0.5)), placeholder="…")
+    # A tiny frame still gets a (very) short note: textwrap refuses a width under 1.
+    note = textwrap.shorten(board.text, width=max(2, int(w / (size * 0.5))), placeholder="…")
     d.rectangle([0, bar, w, bar + size + pad], fill=(0, 0, 0, 100))
     d.text((pad, bar + pad // 2), note, font=small, fill=(255, 255, 255, 235))
 
