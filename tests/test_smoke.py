@@ -77,11 +77,13 @@ def test_smoke_without_a_worker_fails_at_the_worker_step_and_cleans_up(
     settings = load_settings(env=env, env_file=None)
     with open_runtime(settings, role="test") as rt:
         background.engine(rt)
-        out = run_smoke(settings, timeout_s=2)
+        # Each step waits at most timeout_s: long enough for the engine to dispatch on a
+        # loaded machine (2 s was not, once), short enough to keep the failure bounded.
+        out = run_smoke(settings, timeout_s=6)
         assert not out.ok
-        assert out.failed_step == "a worker takes the job"
+        assert out.failed_step == "a worker takes the job", out.text()
         failed = out.steps[-1]
-        assert failed.seconds < 10  # a bounded wait
+        assert failed.seconds < 20  # a bounded wait
         assert "no worker has a live heartbeat" in failed.advice
         assert f"{key_prefix}:jobs" in failed.advice
         assert "smoke FAILED at: a worker takes the job" in out.text()
