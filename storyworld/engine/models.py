@@ -6,6 +6,7 @@ who moved what from where to where and why.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from enum import StrEnum
@@ -363,8 +364,18 @@ def note(session: Session, obj: Episode | Beat | JobRow, reason: str) -> None:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=15000")
+    # Switching a fresh file to WAL takes an exclusive lock and SQLite may answer "database
+    # is locked" at once, without waiting out the busy timeout, while another process opens
+    # the same new file: try again for a while (once the file is in WAL, this is a read).
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 99:
+                raise
+            time.sleep(0.05 + 0.01 * attempt)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
